@@ -1,0 +1,221 @@
+//! Raw metadata values to the typed model. Pure: the client fetches the keys,
+//! this decides what they mean.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+use ipnet::Ipv4Net;
+
+use super::model::{Eni, EniKey, EniState, Mac};
+
+/// The per-MAC keys read under `network/interfaces/macs/<mac>/`.
+pub const ENI_KEYS: &[&str] = &[
+    "device-number",
+    "network-card",
+    "network-card-index",
+    "interface-id",
+    "local-ipv4s",
+    "ipv4-prefix",
+    "ipv6s",
+    "ipv6-prefix",
+    "subnet-ipv4-cidr-block",
+    "subnet-ipv6-cidr-blocks",
+    "vpc-id",
+    "vpc-ipv4-cidr-blocks",
+    "vpc-ipv6-cidr-blocks",
+    "subnet-id",
+];
+
+/// Keys that change while an instance runs (addresses move, prefixes are
+/// delegated); the rest are fixed for the life of an attachment.
+pub const VOLATILE_KEYS: &[&str] = &["local-ipv4s", "ipv4-prefix", "ipv6s", "ipv6-prefix"];
+
+/// Key → value for one MAC; `None` is a 404 ("absent", which is not the same
+/// as "unknown": an unknown value never reaches this function).
+pub type EniKeys = BTreeMap<String, Option<String>>;
+
+/// Parses the MAC listing (`0a:…:01/` per line).
+pub fn mac_listing(body: &str) -> Result<Vec<Mac>, String> {
+    let mut macs = body
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| l.trim_end_matches('/').parse::<Mac>().map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    macs.sort();
+    macs.dedup();
+    Ok(macs)
+}
+
+/// Builds one ENI from its keys. `primary` is whether this MAC is the
+/// instance's top-level `mac`.
+pub fn eni(mac: Mac, primary: bool, keys: &EniKeys) -> EniState {
+    match parse_eni(mac, primary, keys) {
+        Ok(Parsed::Ready(eni)) => EniState::Ready(eni),
+        Ok(Parsed::NotReady(reason)) => EniState::NotReady { mac, reason },
+        Err(error) => EniState::Invalid {
+            mac,
+            error: format!("ENI {mac}: {error}"),
+        },
+    }
+}
+
+enum Parsed {
+    Ready(Eni),
+    NotReady(String),
+}
+
+fn value<'a>(keys: &'a EniKeys, key: &str) -> Option<&'a str> {
+    keys.get(key).and_then(|v| v.as_deref()).map(str::trim)
+}
+
+fn number(keys: &EniKeys, key: &str) -> Result<Option<u32>, String> {
+    value(keys, key)
+        .map(|v| {
+            v.parse::<u32>()
+                .map_err(|_| format!("key {key}: {v:?} is not a number"))
+        })
+        .transpose()
+}
+
+fn list<T: FromStr>(keys: &EniKeys, key: &str) -> Result<Vec<T>, String> {
+    value(keys, key)
+        .unwrap_or("")
+        .split_whitespace()
+        .map(|v| {
+            v.parse::<T>()
+                .map_err(|_| format!("key {key}: {v:?} is not valid"))
+        })
+        .collect()
+}
+
+fn parse_eni(mac: Mac, primary: bool, keys: &EniKeys) -> Result<Parsed, String> {
+    let Some(device) = number(keys, "device-number")? else {
+        return Ok(Parsed::NotReady("device-number not yet in metadata".into()));
+    };
+    // A freshly attached ENI reads device-number 0 for a moment while its
+    // metadata propagates; only the primary ENI really is device 0 on card 0,
+    // so a secondary claiming it would steal the primary's table.
+    let card = match number(keys, "network-card")? {
+        Some(c) => c,
+        None => number(keys, "network-card-index")?.unwrap_or(0),
+    };
+    if device == 0 && card == 0 && !primary {
+        return Ok(Parsed::NotReady(
+            "device-number reads 0 on a secondary ENI (metadata still propagating)".into(),
+        ));
+    }
+    let key = EniKey::new(card, device).map_err(|e| format!("key device-number: {e}"))?;
+    let ipv4s: Vec<Ipv4Addr> = list(keys, "local-ipv4s")?;
+    let ipv6s: Vec<Ipv6Addr> = list(keys, "ipv6s")?;
+    let subnet_v4 = value(keys, "subnet-ipv4-cidr-block")
+        .filter(|v| !v.is_empty())
+        .map(|v| {
+            v.parse::<Ipv4Net>()
+                .map_err(|_| format!("key subnet-ipv4-cidr-block: {v:?} is not a CIDR"))
+        })
+        .transpose()?;
+    if let (Some(net), Some(ip)) = (subnet_v4, ipv4s.first()) {
+        if !net.contains(ip) {
+            return Err(format!(
+                "key local-ipv4s: primary address {ip} is outside subnet {net}"
+            ));
+        }
+    }
+    if !ipv4s.is_empty() && subnet_v4.is_none() {
+        return Ok(Parsed::NotReady(
+            "local-ipv4s present but subnet-ipv4-cidr-block missing".into(),
+        ));
+    }
+    let text = |k: &str| value(keys, k).filter(|v| !v.is_empty()).map(str::to_string);
+    Ok(Parsed::Ready(Eni {
+        mac,
+        key,
+        interface_id: text("interface-id"),
+        subnet_id: text("subnet-id"),
+        vpc_id: text("vpc-id"),
+        ipv4s,
+        ipv4_prefixes: list(keys, "ipv4-prefix")?,
+        ipv6s,
+        ipv6_prefixes: list(keys, "ipv6-prefix")?,
+        subnet_v4,
+        subnet_v6: list(keys, "subnet-ipv6-cidr-blocks")?,
+        vpc_v4: list(keys, "vpc-ipv4-cidr-blocks")?,
+        vpc_v6: list(keys, "vpc-ipv6-cidr-blocks")?,
+    }))
+}
+
+/// Reads a whole instance through `get` (a path relative to
+/// `latest/meta-data/` → its value, `None` for 404). Used on fixture trees;
+/// the HTTP client does the same walk with its own error handling.
+pub fn instance_from(get: impl Fn(&str) -> Option<String>) -> Result<super::model::Instance, String> {
+    let primary_mac: Mac = get("mac")
+        .ok_or("top-level mac missing")?
+        .trim()
+        .parse()
+        .map_err(|e| format!("top-level mac: {e}"))?;
+    let listing = get("network/interfaces/macs/").unwrap_or_default();
+    let enis = mac_listing(&listing)?
+        .into_iter()
+        .map(|mac| {
+            let keys: EniKeys = ENI_KEYS
+                .iter()
+                .map(|k| (k.to_string(), get(&format!("network/interfaces/macs/{mac}/{k}"))))
+                .collect();
+            eni(mac, mac == primary_mac, &keys)
+        })
+        .collect();
+    Ok(super::model::Instance { primary_mac, enis })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(pairs: &[(&str, &str)]) -> EniKeys {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Some(v.to_string())))
+            .collect()
+    }
+
+    const MAC: &str = "0a:00:00:00:00:02";
+
+    #[test]
+    fn secondary_with_device_zero_is_not_ready() {
+        let k = keys(&[("device-number", "0"), ("local-ipv4s", "10.0.2.20"), ("subnet-ipv4-cidr-block", "10.0.2.0/24")]);
+        assert!(matches!(eni(MAC.parse().unwrap(), false, &k), EniState::NotReady { .. }));
+        assert!(matches!(eni(MAC.parse().unwrap(), true, &k), EniState::Ready(_)));
+    }
+
+    #[test]
+    fn garbage_names_mac_key_and_value() {
+        let k = keys(&[("device-number", "1"), ("local-ipv4s", "10.0.2.300"), ("subnet-ipv4-cidr-block", "10.0.2.0/24")]);
+        match eni(MAC.parse().unwrap(), false, &k) {
+            EniState::Invalid { error, .. } => {
+                assert!(error.contains(MAC) && error.contains("local-ipv4s") && error.contains("10.0.2.300"), "{error}")
+            }
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn card_index_fallback_and_range() {
+        let k = keys(&[("device-number", "0"), ("network-card-index", "1")]);
+        match eni(MAC.parse().unwrap(), false, &k) {
+            EniState::Ready(e) => assert_eq!(e.key, EniKey { card: 1, device: 0 }),
+            other => panic!("{other:?}"),
+        }
+        let k = keys(&[("device-number", "4000")]);
+        assert!(matches!(eni(MAC.parse().unwrap(), false, &k), EniState::Invalid { .. }));
+    }
+
+    #[test]
+    fn listing() {
+        let macs = mac_listing("0a:00:00:00:00:02/\n0A:00:00:00:00:01/\n").unwrap();
+        assert_eq!(macs.len(), 2);
+        assert_eq!(macs[0].to_string(), "0a:00:00:00:00:01");
+        assert!(mac_listing("nonsense/").is_err());
+    }
+}

@@ -1,0 +1,8 @@
+//! eniroute: makes every network interface of a multi-homed EC2 instance
+//! route its own traffic.
+
+pub mod config;
+pub mod imds;
+pub mod netlink;
+pub mod plan;
+pub mod routing;

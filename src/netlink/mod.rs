@@ -1,0 +1,84 @@
+//! The kernel edge: reads links, addresses, routes and rules, and writes
+//! them, in the values of [`crate::routing`]. Nothing above this module sees
+//! a netlink message.
+
+use std::fmt;
+
+use ipnet::IpNet;
+
+use crate::routing::{Address, KernelRoute, KernelRule, Link, Route, Rule};
+
+/// A change to a link's own settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkChange {
+    pub up: bool,
+    pub group: Option<u32>,
+    pub mtu: Option<u32>,
+}
+
+/// What the reconciler needs from the kernel. The real implementation speaks
+/// rtnetlink; tests of the diff use an in-memory one.
+#[allow(async_fn_in_trait)]
+pub trait Kernel {
+    /// Every link with its addresses; `LinkAddress::owned` set where the
+    /// kernel's `IFA_PROTO` carries our protocol number.
+    async fn links(&self) -> Result<Vec<Link>, NetlinkError>;
+    /// Every rule of both families.
+    async fn rules(&self) -> Result<Vec<KernelRule>, NetlinkError>;
+    /// Every unicast route of both families in every table.
+    async fn routes(&self) -> Result<Vec<KernelRoute>, NetlinkError>;
+    async fn add_address(&self, address: &Address) -> Result<(), NetlinkError>;
+    async fn del_address(&self, index: u32, address: IpNet) -> Result<(), NetlinkError>;
+    async fn add_route(&self, route: &Route) -> Result<(), NetlinkError>;
+    async fn replace_route(&self, route: &Route) -> Result<(), NetlinkError>;
+    async fn del_route(&self, route: &Route) -> Result<(), NetlinkError>;
+    async fn add_rule(&self, rule: &Rule) -> Result<(), NetlinkError>;
+    async fn del_rule(&self, rule: &Rule) -> Result<(), NetlinkError>;
+    async fn set_link(&self, index: u32, change: &LinkChange) -> Result<(), NetlinkError>;
+}
+
+/// A failed netlink call: which call, on what, and the kernel's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetlinkError {
+    /// e.g. `RTM_NEWRULE`
+    pub call: &'static str,
+    /// What the call was about, e.g. `rule from 10.0.2.20 lookup 10001 priority 10001`.
+    pub object: String,
+    /// The kernel's errno, when it sent one.
+    pub errno: Option<i32>,
+    pub message: String,
+}
+
+impl NetlinkError {
+    /// Another actor changed the same object between our read and our write
+    /// (it already exists, or is already gone, or its link vanished). The
+    /// right response is to re-read, not to fail.
+    pub fn is_race(&self) -> bool {
+        matches!(
+            self.errno,
+            Some(libc_errno::EEXIST)
+                | Some(libc_errno::ESRCH)
+                | Some(libc_errno::ENODEV)
+                | Some(libc_errno::ENOENT)
+                | Some(libc_errno::EADDRNOTAVAIL)
+        )
+    }
+}
+
+impl fmt::Display for NetlinkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} for {}: {}", self.call, self.object, self.message)
+    }
+}
+
+impl std::error::Error for NetlinkError {}
+
+/// The errno values the reconciler cares about (Linux numbering).
+pub mod libc_errno {
+    pub const ENOENT: i32 = 2;
+    pub const ESRCH: i32 = 3;
+    pub const EEXIST: i32 = 17;
+    pub const ENODEV: i32 = 19;
+    pub const EADDRNOTAVAIL: i32 = 99;
+    pub const ENOBUFS: i32 = 105;
+}

@@ -1,0 +1,418 @@
+//! The desired state: a pure function of metadata, the links present and the
+//! configuration. Nothing here talks to the kernel or the network.
+//!
+//! Routing scheme (numbering shared with amazon-ec2-net-utils):
+//! - ENI (card c, device d) gets table T = base + 100*c + d; its rules use
+//!   priority T.
+//! - Table T: the subnet route (`scope link src <primary>`) and a default
+//!   route via the subnet router; the IPv6 equivalents.
+//! - Rules `from <addr> lookup T` for every address and delegated prefix of
+//!   every managed ENI, the primary ENI included.
+//! - Managed ENI links join one interface group, and one rule per family
+//!   `lookup main suppress_ifgroup G` at priority base-1 comes first: main's
+//!   answer stands whenever it leaves through a link that is not an ENI (a
+//!   docker bridge, a tunnel), so return traffic to containers keeps working
+//!   even though the primary address has a rule; anything that would leave
+//!   through an ENI falls through to the per-ENI rules, which is what keeps
+//!   two ENIs in one subnet apart.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use serde::Serialize;
+
+use crate::config::{Config, EniOptions, UserRoute};
+use crate::imds::model::{Eni, EniKey, EniState, Instance, Mac};
+use crate::routing::{Address, Family, Link, LinkSettings, Route, Rule, MAIN_TABLE};
+
+/// The IPv6 router of every Nitro subnet.
+pub const IPV6_ROUTER: Ipv6Addr = Ipv6Addr::new(0xfe80, 0xec2, 0, 0, 0, 0, 0, 1);
+
+/// What became of one ENI of the metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EniSummary {
+    pub mac: Mac,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interface_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<EniKey>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub table: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dev: Option<String>,
+    #[serde(skip)]
+    pub index: Option<u32>,
+    pub status: EniStatus,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "state", content = "reason")]
+pub enum EniStatus {
+    Managed,
+    /// Excluded by configuration: never touched.
+    Excluded,
+    /// In metadata, but no link with its MAC is present (yet).
+    NoLink,
+    NotReady(String),
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub enis: Vec<EniSummary>,
+    pub links: Vec<LinkSettings>,
+    pub addresses: Vec<Address>,
+    pub routes: Vec<Route>,
+    pub rules: Vec<Rule>,
+    /// Things a user should know: overlapping CIDRs, invalid metadata,
+    /// user routes that cannot be honoured.
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    /// Whether some ENI is waiting for metadata to settle: the caller should
+    /// retry soon rather than at the next poll.
+    pub fn waiting(&self) -> bool {
+        self.enis
+            .iter()
+            .any(|e| matches!(e.status, EniStatus::NotReady(_)))
+    }
+}
+
+/// Computes the desired state.
+pub fn plan(instance: &Instance, links: &[Link], config: &Config) -> Plan {
+    let mut plan = Plan::default();
+    let base = config.numbering.table_base;
+    let by_mac: BTreeMap<Mac, &Link> = links
+        .iter()
+        .filter_map(|l| l.mac.map(|m| (m, l)))
+        .collect();
+    let primary_vpc_v4: Vec<Ipv4Net> = instance
+        .ready()
+        .find(|e| e.mac == instance.primary_mac)
+        .map(|e| e.vpc_v4.clone())
+        .unwrap_or_default();
+    let primary_vpc_v6: Vec<Ipv6Net> = instance
+        .ready()
+        .find(|e| e.mac == instance.primary_mac)
+        .map(|e| e.vpc_v6.clone())
+        .unwrap_or_default();
+    let primary_vpc_id = instance
+        .ready()
+        .find(|e| e.mac == instance.primary_mac)
+        .and_then(|e| e.vpc_id.clone());
+
+    let mut enis: Vec<&EniState> = instance.enis.iter().collect();
+    enis.sort_by_key(|e| match e {
+        EniState::Ready(eni) => (0, Some(eni.key), e.mac()),
+        _ => (1, None, e.mac()),
+    });
+    let mut tables_seen: BTreeMap<u32, Mac> = BTreeMap::new();
+    for state in enis {
+        let eni = match state {
+            EniState::Ready(eni) => eni,
+            EniState::NotReady { mac, reason } => {
+                plan.enis.push(summary(*mac, None, EniStatus::NotReady(reason.clone())));
+                continue;
+            }
+            EniState::Invalid { mac, error } => {
+                plan.warnings.push(error.clone());
+                plan.enis.push(summary(*mac, None, EniStatus::Invalid(error.clone())));
+                continue;
+            }
+        };
+        let mut s = summary(eni.mac, Some(eni), EniStatus::NoLink);
+        let Some(link) = by_mac.get(&eni.mac) else {
+            plan.enis.push(s);
+            continue;
+        };
+        s.dev = Some(link.name.clone());
+        s.index = Some(link.index);
+        if config.excluded(eni, &link.name) {
+            s.status = EniStatus::Excluded;
+            plan.enis.push(s);
+            continue;
+        }
+        let table = eni.key.table(base);
+        if let Some(other) = tables_seen.insert(table, eni.mac) {
+            let msg = format!(
+                "ENI {}: table {table} is already used by ENI {other}; metadata gives both {}",
+                eni.label(),
+                eni.key
+            );
+            plan.warnings.push(msg.clone());
+            s.status = EniStatus::Invalid(msg);
+            plan.enis.push(s);
+            continue;
+        }
+        s.table = Some(table);
+        let opts = config.options_for(eni, &link.name);
+        let is_primary = eni.mac == instance.primary_mac;
+        let mut b = EniPlanner {
+            eni,
+            link,
+            table,
+            opts: &opts,
+            plan: &mut plan,
+        };
+        b.link_settings(config.numbering.ifgroup);
+        b.addresses();
+        b.table_routes();
+        if !is_primary || config.selection.primary_rules {
+            b.rules();
+        }
+        b.user_main_routes();
+        let other_vpc = eni.vpc_id.is_some() && eni.vpc_id != primary_vpc_id;
+        if !is_primary && other_vpc && opts.cross_vpc {
+            b.cross_vpc_routes(&primary_vpc_v4, &primary_vpc_v6);
+        }
+        s.status = EniStatus::Managed;
+        plan.enis.push(s);
+    }
+
+    for family in [Family::Ipv4, Family::Ipv6] {
+        if plan.rules.iter().any(|r| r.family == family) {
+            plan.rules.push(Rule {
+                family,
+                priority: base.saturating_sub(1),
+                from: None,
+                table: MAIN_TABLE,
+                suppress_ifgroup: Some(config.numbering.ifgroup),
+            });
+        }
+    }
+    plan.addresses.sort();
+    plan.addresses.dedup();
+    plan.routes.sort();
+    plan.routes.dedup_by(|a, b| a.key() == b.key());
+    plan.rules.sort();
+    plan.rules.dedup();
+    plan
+}
+
+fn summary(mac: Mac, eni: Option<&Eni>, status: EniStatus) -> EniSummary {
+    EniSummary {
+        mac,
+        interface_id: eni.and_then(|e| e.interface_id.clone()),
+        key: eni.map(|e| e.key),
+        table: None,
+        dev: None,
+        index: None,
+        status,
+        addresses: eni.map(eni_addresses).unwrap_or_default(),
+    }
+}
+
+fn eni_addresses(eni: &Eni) -> Vec<IpNet> {
+    eni.ipv4s
+        .iter()
+        .map(|a| IpNet::from(IpAddr::V4(*a)))
+        .chain(eni.ipv4_prefixes.iter().map(|p| IpNet::V4(*p)))
+        .chain(eni.ipv6s.iter().map(|a| IpNet::from(IpAddr::V6(*a))))
+        .chain(eni.ipv6_prefixes.iter().map(|p| IpNet::V6(*p)))
+        .collect()
+}
+
+struct EniPlanner<'a> {
+    eni: &'a Eni,
+    link: &'a Link,
+    table: u32,
+    opts: &'a EniOptions,
+    plan: &'a mut Plan,
+}
+
+impl EniPlanner<'_> {
+    fn link_settings(&mut self, group: u32) {
+        self.plan.links.push(LinkSettings {
+            index: self.link.index,
+            dev: self.link.name.clone(),
+            group,
+            mtu: self.opts.mtu,
+            forwarding: self.opts.forwarding,
+            rp_filter: self.opts.rp_filter,
+        });
+    }
+
+    /// Whether the link carries `ip` already, put there by someone else
+    /// (DHCP, an operator): then it is theirs and stays as it is.
+    fn foreign_has(&self, ip: IpAddr) -> bool {
+        self.link
+            .addresses
+            .iter()
+            .any(|a| !a.owned && a.addr.addr() == ip)
+    }
+
+    fn address(&mut self, address: IpNet, noprefixroute: bool) {
+        if self.foreign_has(address.addr()) {
+            return;
+        }
+        self.plan.addresses.push(Address {
+            index: self.link.index,
+            dev: self.link.name.clone(),
+            address,
+            noprefixroute,
+        });
+    }
+
+    fn addresses(&mut self) {
+        if !self.opts.assign_addresses {
+            return;
+        }
+        let eni = self.eni;
+        if let (Some(primary), Some(subnet)) = (eni.primary_ipv4(), eni.subnet_v4) {
+            // Hot-plugged ENIs often get no DHCP lease: give the link its
+            // primary address with the subnet prefix, unless someone else
+            // already put an address from that subnet there.
+            let foreign_in_subnet = self.link.addresses.iter().any(|a| {
+                !a.owned && matches!(a.addr, IpNet::V4(n) if subnet.contains(&n.addr()))
+            });
+            if !foreign_in_subnet {
+                let net = Ipv4Net::new(primary, subnet.prefix_len()).unwrap_or(subnet);
+                self.address(IpNet::V4(net), false);
+            }
+        }
+        for ip in eni.ipv4s.iter().skip(1) {
+            self.address(IpNet::from(IpAddr::V4(*ip)), true);
+        }
+        for ip in &eni.ipv6s {
+            self.address(IpNet::from(IpAddr::V6(*ip)), true);
+        }
+        if self.opts.assign_prefix_addresses {
+            for prefix in &eni.ipv4_prefixes {
+                for ip in prefix.hosts().chain([prefix.network(), prefix.broadcast()]) {
+                    self.address(IpNet::from(IpAddr::V4(ip)), true);
+                }
+            }
+            // An IPv6 prefix is far too large to enumerate: its first address
+            // is assigned so the host can use the prefix at all.
+            for prefix in &eni.ipv6_prefixes {
+                let first = u128::from(prefix.network()).saturating_add(1);
+                self.address(IpNet::from(IpAddr::V6(Ipv6Addr::from(first))), true);
+            }
+        }
+    }
+
+    fn route(&mut self, table: u32, dst: IpNet, gateway: Option<IpAddr>, src: Option<IpAddr>) {
+        self.plan.routes.push(Route {
+            table,
+            dst,
+            gateway,
+            dev: self.link.name.clone(),
+            oif: self.link.index,
+            src,
+        });
+    }
+
+    fn table_routes(&mut self) {
+        let eni = self.eni;
+        let t = self.table;
+        if let (Some(subnet), Some(router)) = (eni.subnet_v4, eni.router_v4()) {
+            let src = eni.primary_ipv4().map(IpAddr::V4);
+            self.route(t, IpNet::V4(subnet), None, src);
+            self.route(t, IpNet::V4(Ipv4Net::default()), Some(IpAddr::V4(router)), None);
+        }
+        if !eni.ipv6s.is_empty() || !eni.ipv6_prefixes.is_empty() {
+            for subnet in &eni.subnet_v6 {
+                self.route(t, IpNet::V6(*subnet), None, None);
+            }
+            self.route(t, IpNet::V6(Ipv6Net::default()), Some(IpAddr::V6(IPV6_ROUTER)), None);
+        }
+        for r in self.opts.table_routes.clone() {
+            if let Some(gw) = self.user_gateway(&r) {
+                self.route(t, r.dst, Some(gw), None);
+            }
+        }
+    }
+
+    fn rules(&mut self) {
+        let from: Vec<IpNet> = eni_addresses(self.eni);
+        for net in from {
+            self.plan.rules.push(Rule {
+                family: Family::of(&net),
+                priority: self.table,
+                from: Some(net),
+                table: self.table,
+                suppress_ifgroup: None,
+            });
+        }
+    }
+
+    /// The gateway for a user route: the one given (which must be on the
+    /// ENI's subnet), or the subnet router of the route's family.
+    fn user_gateway(&mut self, r: &UserRoute) -> Option<IpAddr> {
+        let eni = self.eni;
+        let gw = match (r.via, r.dst) {
+            (Some(gw), _) => gw,
+            (None, IpNet::V4(_)) => IpAddr::V4(eni.router_v4()?),
+            (None, IpNet::V6(_)) => IpAddr::V6(IPV6_ROUTER),
+        };
+        let on_subnet = match gw {
+            IpAddr::V4(g) => eni.subnet_v4.is_some_and(|s| s.contains(&g)),
+            IpAddr::V6(g) => g.segments()[0] == 0xfe80 || eni.subnet_v6.iter().any(|s| s.contains(&g)),
+        };
+        if !on_subnet || Family::of(&r.dst) != family_of_ip(gw) {
+            self.plan.warnings.push(format!(
+                "ENI {} ({}): route {} via {gw} ignored: the gateway is not on the ENI's subnet",
+                eni.label(),
+                self.link.name,
+                r.dst
+            ));
+            return None;
+        }
+        Some(gw)
+    }
+
+    fn user_main_routes(&mut self) {
+        let src4 = self.eni.primary_ipv4().map(IpAddr::V4);
+        for r in self.opts.main_routes.clone() {
+            if let Some(gw) = self.user_gateway(&r) {
+                let src = if matches!(r.dst, IpNet::V4(_)) { src4 } else { None };
+                self.route(MAIN_TABLE, r.dst, Some(gw), src);
+            }
+        }
+    }
+
+    /// A secondary ENI from another VPC: that VPC's CIDRs are reachable
+    /// through it without binding a source, except where they overlap the
+    /// primary VPC, which must keep winning for its own addresses.
+    fn cross_vpc_routes(&mut self, primary_v4: &[Ipv4Net], primary_v6: &[Ipv6Net]) {
+        let eni = self.eni;
+        let src = eni.primary_ipv4().map(IpAddr::V4);
+        if let Some(router) = eni.router_v4() {
+            for cidr in &eni.vpc_v4 {
+                if let Some(p) = primary_v4.iter().find(|p| p.contains(cidr) || cidr.contains(*p)) {
+                    self.plan.warnings.push(format!(
+                        "ENI {} ({}): VPC CIDR {cidr} overlaps the primary VPC's {p}; not routed",
+                        eni.label(),
+                        self.link.name
+                    ));
+                    continue;
+                }
+                self.route(MAIN_TABLE, IpNet::V4(*cidr), Some(IpAddr::V4(router)), src);
+            }
+        }
+        if !eni.ipv6s.is_empty() {
+            for cidr in &eni.vpc_v6 {
+                if let Some(p) = primary_v6.iter().find(|p| p.contains(cidr) || cidr.contains(*p)) {
+                    self.plan.warnings.push(format!(
+                        "ENI {} ({}): VPC CIDR {cidr} overlaps the primary VPC's {p}; not routed",
+                        eni.label(),
+                        self.link.name
+                    ));
+                    continue;
+                }
+                self.route(MAIN_TABLE, IpNet::V6(*cidr), Some(IpAddr::V6(IPV6_ROUTER)), None);
+            }
+        }
+    }
+}
+
+fn family_of_ip(ip: IpAddr) -> Family {
+    match ip {
+        IpAddr::V4(_) => Family::Ipv4,
+        IpAddr::V6(_) => Family::Ipv6,
+    }
+}
