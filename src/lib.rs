@@ -6,3 +6,5 @@ pub mod imds;
 pub mod netlink;
 pub mod plan;
 pub mod routing;
+pub mod reconcile;
+pub mod sysctl;

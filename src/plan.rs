@@ -416,3 +416,63 @@ fn family_of_ip(ip: IpAddr) -> Family {
         IpAddr::V6(_) => Family::Ipv6,
     }
 }
+
+impl std::fmt::Display for EniStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EniStatus::Managed => f.write_str("managed"),
+            EniStatus::Excluded => f.write_str("excluded by configuration"),
+            EniStatus::NoLink => f.write_str("no link with this MAC"),
+            EniStatus::NotReady(r) => write!(f, "waiting for metadata: {r}"),
+            EniStatus::Invalid(r) => write!(f, "invalid metadata: {r}"),
+        }
+    }
+}
+
+/// The desired state, one object per line, as `eniroute plan` prints it.
+impl std::fmt::Display for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for e in &self.enis {
+            write!(f, "eni {}", e.mac)?;
+            if let Some(id) = &e.interface_id {
+                write!(f, " {id}")?;
+            }
+            if let Some(k) = e.key {
+                write!(f, " card {} device {}", k.card, k.device)?;
+            }
+            if let Some(dev) = &e.dev {
+                write!(f, " dev {dev}")?;
+            }
+            if let Some(t) = e.table {
+                write!(f, " table {t}")?;
+            }
+            writeln!(f, ": {}", e.status)?;
+        }
+        for l in &self.links {
+            write!(f, "link {} up group {}", l.dev, l.group)?;
+            if let Some(m) = l.mtu {
+                write!(f, " mtu {m}")?;
+            }
+            if let Some(fw) = l.forwarding {
+                write!(f, " forwarding {}", if fw { "on" } else { "off" })?;
+            }
+            if let Some(rp) = l.rp_filter {
+                write!(f, " rp_filter {}", rp.sysctl_value())?;
+            }
+            writeln!(f)?;
+        }
+        for a in &self.addresses {
+            writeln!(f, "{a}")?;
+        }
+        for r in &self.routes {
+            writeln!(f, "{r}")?;
+        }
+        for r in &self.rules {
+            writeln!(f, "{r}")?;
+        }
+        for w in &self.warnings {
+            writeln!(f, "warning: {w}")?;
+        }
+        Ok(())
+    }
+}

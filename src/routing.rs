@@ -121,7 +121,7 @@ impl fmt::Display for Route {
             write!(f, " via {gw}")?;
         }
         write!(f, " dev {}", self.dev)?;
-        if self.gateway.is_none() {
+        if self.gateway.is_none() && matches!(self.dst, IpNet::V4(_)) {
             write!(f, " scope link")?;
         }
         if let Some(src) = self.src {
