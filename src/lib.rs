@@ -5,6 +5,7 @@ pub mod config;
 pub mod imds;
 pub mod netlink;
 pub mod plan;
-pub mod routing;
 pub mod reconcile;
+pub mod routing;
+pub mod state;
 pub mod sysctl;

@@ -135,14 +135,6 @@ impl fmt::Display for Op {
     }
 }
 
-/// What the reconciler may remove. Removal needs complete knowledge: while
-/// metadata for some ENI is unknown or still settling, nothing is deleted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Deletes {
-    Allowed,
-    Withheld,
-}
-
 /// Parameters of ownership.
 #[derive(Debug, Clone, Copy)]
 pub struct Ownership {
@@ -170,7 +162,7 @@ fn wanted_sysctls(links: &[LinkSettings]) -> Vec<(Sysctl, String)> {
 }
 
 /// The ordered list of changes that turns `current` into `plan`.
-pub fn diff(plan: &Plan, current: &Current, own: Ownership, deletes: Deletes) -> Vec<Op> {
+pub fn diff(plan: &Plan, current: &Current, own: Ownership) -> Vec<Op> {
     let mut ops = Vec::new();
 
     // Links: up, in our group, with the configured MTU.
@@ -237,36 +229,52 @@ pub fn diff(plan: &Plan, current: &Current, own: Ownership, deletes: Deletes) ->
         }
     }
 
-    if deletes == Deletes::Withheld {
-        return ops;
-    }
+    // Removal. Objects of links whose ENI is uncertain or excluded stay:
+    // unknown never deletes. A rule belongs to such a link when its table
+    // routes through it.
+    let keep_links: BTreeSet<u32> = plan
+        .uncertain_links()
+        .union(&plan.excluded_links())
+        .copied()
+        .collect();
+    let keep_tables: BTreeSet<u32> = current
+        .routes
+        .iter()
+        .filter(|r| {
+            keep_links.contains(&r.route.oif) && r.route.table != crate::routing::MAIN_TABLE
+        })
+        .map(|r| r.route.table)
+        .collect();
     let wanted_rules: BTreeSet<&Rule> = plan.rules.iter().collect();
-    // A rule the kernel holds twice (added by an older run that crashed
-    // between write and record) is removed down to one copy.
+    // A rule the kernel holds twice (left by a run that died between write
+    // and re-read) is removed down to one copy.
     let mut seen = BTreeSet::new();
     for r in current.owned_rules(own.protocol) {
-        if !wanted_rules.contains(r) || !seen.insert(r) {
-            ops.push(Op::DelRule(r.clone()));
+        let first = seen.insert(r);
+        if wanted_rules.contains(r) && first {
+            continue;
         }
+        if first && keep_tables.contains(&r.table) {
+            continue;
+        }
+        ops.push(Op::DelRule(r.clone()));
     }
     let wanted_routes: BTreeSet<(u32, IpNet)> = plan.routes.iter().map(Route::key).collect();
     for r in owned_routes {
-        if !wanted_routes.contains(&r.key()) {
+        if !wanted_routes.contains(&r.key()) && !keep_links.contains(&r.oif) {
             ops.push(Op::DelRoute(r.clone()));
         }
     }
-    let wanted_addrs: BTreeSet<(u32, IpNet)> =
-        plan.addresses.iter().map(|a| (a.index, a.address)).collect();
-    let excluded: BTreeSet<u32> = plan
-        .enis
+    let wanted_addrs: BTreeSet<(u32, IpNet)> = plan
+        .addresses
         .iter()
-        .filter(|e| e.status == crate::plan::EniStatus::Excluded)
-        .filter_map(|e| e.index)
+        .map(|a| (a.index, a.address))
         .collect();
-    for link in &current.links {
-        if excluded.contains(&link.index) {
-            continue;
-        }
+    for link in current
+        .links
+        .iter()
+        .filter(|l| !keep_links.contains(&l.index))
+    {
         for a in link.addresses.iter().filter(|a| a.owned) {
             if !wanted_addrs.contains(&(link.index, a.addr)) {
                 ops.push(Op::DelAddress(Address {
@@ -278,11 +286,14 @@ pub fn diff(plan: &Plan, current: &Current, own: Ownership, deletes: Deletes) ->
             }
         }
     }
-    // A link that left management (its ENI excluded or gone from metadata
-    // while the link stays) leaves our group, so main decides for it again.
+    // A link that left management (its ENI gone from metadata while the
+    // link stays) leaves our group, so main decides for it again.
     let managed: BTreeSet<u32> = plan.links.iter().map(|l| l.index).collect();
     for link in &current.links {
-        if link.group == own.ifgroup && !managed.contains(&link.index) {
+        if link.group == own.ifgroup
+            && !managed.contains(&link.index)
+            && !keep_links.contains(&link.index)
+        {
             ops.push(Op::SetLink {
                 index: link.index,
                 dev: link.name.clone(),
@@ -377,7 +388,11 @@ pub fn teardown(current: &Current, own: Ownership) -> Vec<Op> {
         .owned_rules(own.protocol)
         .map(|r| Op::DelRule(r.clone()))
         .collect();
-    ops.extend(current.owned_routes(own.protocol).map(|r| Op::DelRoute(r.clone())));
+    ops.extend(
+        current
+            .owned_routes(own.protocol)
+            .map(|r| Op::DelRoute(r.clone())),
+    );
     for link in &current.links {
         for a in link.addresses.iter().filter(|a| a.owned) {
             ops.push(Op::DelAddress(Address {
@@ -398,4 +413,350 @@ pub fn teardown(current: &Current, own: Ownership) -> Vec<Op> {
         }
     }
     ops
+}
+
+/// The result of one reconcile.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Outcome {
+    pub plan: Plan,
+    pub applied: Applied,
+    /// Read → diff → apply rounds; more than one means something raced.
+    pub passes: usize,
+}
+
+/// Brings the kernel to the plan for `instance`: read, plan, diff, apply,
+/// and again while races leave something undone (bounded). A pass that
+/// finds nothing to change writes nothing.
+pub async fn reconcile(
+    kernel: &impl Kernel,
+    instance: &crate::imds::model::Instance,
+    config: &crate::config::Config,
+    records: &mut crate::state::AddressRecords,
+) -> Result<Outcome, NetlinkError> {
+    let own = Ownership {
+        protocol: config.numbering.protocol,
+        ifgroup: config.numbering.ifgroup,
+    };
+    let mut out = Outcome::default();
+    const MAX_PASSES: usize = 4;
+    while out.passes < MAX_PASSES {
+        out.passes += 1;
+        let links = kernel.links().await?;
+        let recorded = records.owned(&links);
+        let mut current = Current::read(kernel, &recorded).await?;
+        let plan = crate::plan::plan(instance, &current.links, config);
+        current.read_sysctls(&plan);
+        let ops = diff(&plan, &current, own);
+        out.plan = plan;
+        if ops.is_empty() {
+            break;
+        }
+        let wanted = ops.len();
+        let applied = apply(kernel, ops).await;
+        let done = applied.ops.len() + applied.errors.len();
+        if let Err(e) = records.update(
+            &current.links,
+            &applied.added_addresses,
+            &applied.removed_addresses,
+        ) {
+            out.applied.errors.push(e.to_string());
+        }
+        out.applied.writes += applied.writes;
+        out.applied.ops.extend(applied.ops);
+        out.applied.errors.extend(applied.errors);
+        // Every change went in or failed for good: the kernel now matches
+        // the plan, and one more read would only prove it.
+        if done == wanted {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::imds::{parse, tree};
+    use crate::routing::LinkAddress;
+
+    /// An in-memory kernel: enough to test the diff's ordering, idempotence
+    /// and ownership without root.
+    #[derive(Default)]
+    struct FakeKernel {
+        links: RefCell<Vec<Link>>,
+        rules: RefCell<Vec<KernelRule>>,
+        routes: RefCell<Vec<KernelRoute>>,
+        log: RefCell<Vec<String>>,
+    }
+
+    const PROTO: u8 = 233;
+
+    fn exists(call: &'static str, object: String) -> NetlinkError {
+        NetlinkError {
+            call,
+            object,
+            errno: Some(crate::netlink::libc_errno::EEXIST),
+            message: "exists".into(),
+        }
+    }
+
+    impl Kernel for FakeKernel {
+        async fn links(&self) -> Result<Vec<Link>, NetlinkError> {
+            Ok(self.links.borrow().clone())
+        }
+        async fn rules(&self) -> Result<Vec<KernelRule>, NetlinkError> {
+            Ok(self.rules.borrow().clone())
+        }
+        async fn routes(&self) -> Result<Vec<KernelRoute>, NetlinkError> {
+            Ok(self.routes.borrow().clone())
+        }
+        async fn add_address(&self, a: &Address) -> Result<(), NetlinkError> {
+            self.log.borrow_mut().push(format!("+ {a}"));
+            let mut links = self.links.borrow_mut();
+            let link = links.iter_mut().find(|l| l.index == a.index).unwrap();
+            link.addresses.push(LinkAddress {
+                addr: a.address,
+                owned: true,
+            });
+            Ok(())
+        }
+        async fn del_address(&self, index: u32, addr: IpNet) -> Result<(), NetlinkError> {
+            self.log.borrow_mut().push(format!("- address {addr}"));
+            let mut links = self.links.borrow_mut();
+            let link = links.iter_mut().find(|l| l.index == index).unwrap();
+            link.addresses.retain(|a| a.addr != addr);
+            Ok(())
+        }
+        async fn add_route(&self, r: &Route) -> Result<(), NetlinkError> {
+            if self
+                .routes
+                .borrow()
+                .iter()
+                .any(|k| k.route.key() == r.key())
+            {
+                return Err(exists("RTM_NEWROUTE", r.to_string()));
+            }
+            self.log.borrow_mut().push(format!("+ {r}"));
+            self.routes.borrow_mut().push(KernelRoute {
+                route: r.clone(),
+                protocol: PROTO,
+            });
+            Ok(())
+        }
+        async fn replace_route(&self, r: &Route) -> Result<(), NetlinkError> {
+            self.log.borrow_mut().push(format!("~ {r}"));
+            let mut routes = self.routes.borrow_mut();
+            routes.retain(|k| k.route.key() != r.key());
+            routes.push(KernelRoute {
+                route: r.clone(),
+                protocol: PROTO,
+            });
+            Ok(())
+        }
+        async fn del_route(&self, r: &Route) -> Result<(), NetlinkError> {
+            self.log.borrow_mut().push(format!("- {r}"));
+            self.routes
+                .borrow_mut()
+                .retain(|k| k.route.key() != r.key());
+            Ok(())
+        }
+        async fn add_rule(&self, r: &Rule) -> Result<(), NetlinkError> {
+            self.log.borrow_mut().push(format!("+ {r}"));
+            self.rules.borrow_mut().push(KernelRule {
+                rule: r.clone(),
+                protocol: PROTO,
+                has_other_selectors: false,
+                not_lookup: false,
+            });
+            Ok(())
+        }
+        async fn del_rule(&self, r: &Rule) -> Result<(), NetlinkError> {
+            self.log.borrow_mut().push(format!("- {r}"));
+            let mut rules = self.rules.borrow_mut();
+            if let Some(i) = rules
+                .iter()
+                .position(|k| &k.rule == r && k.protocol == PROTO)
+            {
+                rules.remove(i);
+            }
+            Ok(())
+        }
+        async fn set_link(&self, index: u32, c: &LinkChange) -> Result<(), NetlinkError> {
+            self.log.borrow_mut().push(format!("~ link {index}"));
+            let mut links = self.links.borrow_mut();
+            let link = links.iter_mut().find(|l| l.index == index).unwrap();
+            link.up = c.up;
+            if let Some(g) = c.group {
+                link.group = g;
+            }
+            Ok(())
+        }
+    }
+
+    fn fixture(name: &str) -> crate::imds::model::Instance {
+        let path = format!(
+            "{}/tests/fixtures/imds/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let tree: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        parse::instance_from(|p| tree::lookup(&tree, p)).unwrap()
+    }
+
+    fn kernel_with_links() -> FakeKernel {
+        let k = FakeKernel::default();
+        *k.links.borrow_mut() = vec![
+            Link {
+                index: 2,
+                name: "eth0".into(),
+                mac: Some("0a:00:00:00:00:01".parse().unwrap()),
+                up: true,
+                group: 0,
+                mtu: 9001,
+                addresses: vec![LinkAddress {
+                    addr: "10.0.1.10/24".parse().unwrap(),
+                    owned: false,
+                }],
+            },
+            Link {
+                index: 3,
+                name: "eth1".into(),
+                mac: Some("0a:00:00:00:00:02".parse().unwrap()),
+                up: false,
+                group: 0,
+                mtu: 9001,
+                addresses: vec![],
+            },
+        ];
+        // A rule someone else owns, which must survive everything.
+        k.rules.borrow_mut().push(KernelRule {
+            rule: Rule {
+                family: crate::routing::Family::Ipv4,
+                priority: 100,
+                from: Some("192.168.7.0/24".parse().unwrap()),
+                table: 7,
+                suppress_ifgroup: None,
+            },
+            protocol: 4,
+            has_other_selectors: false,
+            not_lookup: false,
+        });
+        k
+    }
+
+    fn records() -> crate::state::AddressRecords {
+        let dir = std::env::temp_dir().join(format!(
+            "eniroute-rec-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        crate::state::AddressRecords::load(&dir)
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn second_reconcile_writes_nothing() {
+        let k = kernel_with_links();
+        let cfg = Config::default();
+        let inst = fixture("management-network");
+        let mut rec = records();
+        let first = block_on(reconcile(&k, &inst, &cfg, &mut rec)).unwrap();
+        assert!(first.applied.writes > 0);
+        assert!(
+            first.applied.errors.is_empty(),
+            "{:?}",
+            first.applied.errors
+        );
+        let second = block_on(reconcile(&k, &inst, &cfg, &mut rec)).unwrap();
+        assert_eq!(second.applied.writes, 0, "{:?}", second.applied.ops);
+    }
+
+    #[test]
+    fn adds_come_before_deletes_and_foreign_rules_stay() {
+        let k = kernel_with_links();
+        let cfg = Config::default();
+        let mut rec = records();
+        block_on(reconcile(
+            &k,
+            &fixture("management-network"),
+            &cfg,
+            &mut rec,
+        ))
+        .unwrap();
+        // eth1 loses its secondary address and gains another.
+        let mut inst = fixture("management-network");
+        if let crate::imds::model::EniState::Ready(e) = &mut inst.enis[1] {
+            e.ipv4s = vec!["10.0.2.20".parse().unwrap(), "10.0.2.22".parse().unwrap()];
+        }
+        k.log.borrow_mut().clear();
+        block_on(reconcile(&k, &inst, &cfg, &mut rec)).unwrap();
+        let log = k.log.borrow().clone();
+        let first_delete = log.iter().position(|l| l.starts_with('-')).unwrap();
+        let last_add = log.iter().rposition(|l| l.starts_with('+')).unwrap();
+        assert!(last_add < first_delete, "{log:#?}");
+        assert!(log.contains(&"+ rule from 10.0.2.22 lookup 10001 priority 10001".to_string()));
+        assert!(log.contains(&"- rule from 10.0.2.21 lookup 10001 priority 10001".to_string()));
+        assert!(log.contains(&"- address 10.0.2.21/32".to_string()));
+        assert!(
+            k.rules.borrow().iter().any(|r| r.protocol == 4),
+            "foreign rule removed"
+        );
+    }
+
+    #[test]
+    fn uncertain_eni_keeps_its_configuration() {
+        let k = kernel_with_links();
+        let cfg = Config::default();
+        let mut rec = records();
+        block_on(reconcile(
+            &k,
+            &fixture("management-network"),
+            &cfg,
+            &mut rec,
+        ))
+        .unwrap();
+        let mut inst = fixture("management-network");
+        let mac = inst.enis[1].mac();
+        inst.enis[1] = crate::imds::model::EniState::Invalid {
+            mac,
+            error: "garbage".into(),
+        };
+        let out = block_on(reconcile(&k, &inst, &cfg, &mut rec)).unwrap();
+        assert_eq!(out.applied.writes, 0, "{:?}", out.applied.ops);
+    }
+
+    #[test]
+    fn teardown_removes_only_what_is_owned() {
+        let k = kernel_with_links();
+        let cfg = Config::default();
+        let mut rec = records();
+        block_on(reconcile(
+            &k,
+            &fixture("management-network"),
+            &cfg,
+            &mut rec,
+        ))
+        .unwrap();
+        let own = Ownership {
+            protocol: PROTO,
+            ifgroup: 10000,
+        };
+        let cur = block_on(Current::read(&k, &BTreeSet::new())).unwrap();
+        block_on(apply(&k, teardown(&cur, own)));
+        assert_eq!(k.rules.borrow().len(), 1);
+        assert!(k.routes.borrow().is_empty());
+        let links = k.links.borrow();
+        assert_eq!(links[0].addresses.len(), 1, "DHCP address must stay");
+        assert!(links[1].addresses.is_empty());
+        assert!(links.iter().all(|l| l.group == 0));
+    }
 }

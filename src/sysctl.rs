@@ -41,7 +41,9 @@ impl fmt::Display for Sysctl {
 }
 
 pub fn read(key: &Sysctl) -> io::Result<String> {
-    Ok(std::fs::read_to_string(Sysctl::path(&key.0))?.trim().to_string())
+    Ok(std::fs::read_to_string(Sysctl::path(&key.0))?
+        .trim()
+        .to_string())
 }
 
 pub fn write(key: &str, value: &str) -> io::Result<()> {

@@ -1,0 +1,238 @@
+//! State that must outlive a restart: the single-instance lock and the
+//! addresses the agent added. It lives under `/run/eniroute/net-<inode>/`,
+//! keyed by the network namespace, so agents in different namespaces of one
+//! host (the lab runs several instances side by side) never share it.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+use crate::imds::model::Mac;
+use crate::routing::Link;
+
+pub const RUN_ROOT: &str = "/run/eniroute";
+
+#[derive(Debug)]
+pub struct StateError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.message)
+    }
+}
+
+impl std::error::Error for StateError {}
+
+fn err(path: &Path, e: impl fmt::Display) -> StateError {
+    StateError {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// The state directory of the calling process's network namespace.
+pub fn run_dir() -> Result<PathBuf, StateError> {
+    let ns = Path::new("/proc/self/ns/net");
+    let ino = fs::metadata(ns).map_err(|e| err(ns, e))?.ino();
+    let root = std::env::var_os("ENIROUTE_RUN_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(RUN_ROOT));
+    Ok(root.join(format!("net-{ino}")))
+}
+
+fn ensure_dir(dir: &Path) -> Result<(), StateError> {
+    fs::create_dir_all(dir).map_err(|e| err(dir, e))
+}
+
+/// Held for the life of a process that changes the kernel, so two agents in
+/// one namespace never fight over the same rules.
+#[derive(Debug)]
+pub struct Lock {
+    _file: Flock<File>,
+}
+
+impl Lock {
+    pub fn acquire(dir: &Path) -> Result<Lock, StateError> {
+        ensure_dir(dir)?;
+        let path = dir.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| err(&path, e))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(mut file) => {
+                // The pid is for the message another process prints; the
+                // lock itself is the flock, released by the kernel on exit.
+                let _ = file.set_len(0);
+                let _ = writeln!(&mut *file, "{}", std::process::id());
+                Ok(Lock { _file: file })
+            }
+            Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let holder = match pid.trim() {
+                    "" => String::new(),
+                    p => format!(" (pid {p})"),
+                };
+                Err(err(
+                    &path,
+                    format!(
+                        "another eniroute process{holder} is already managing this network namespace; stop it first"
+                    ),
+                ))
+            }
+            Err((_, e)) => Err(err(&path, e)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+struct Record {
+    ifindex: u32,
+    mac: Mac,
+    address: IpNet,
+}
+
+/// Addresses the agent added, so it removes those and only those even on a
+/// kernel that does not keep `IFA_PROTO`.
+#[derive(Debug, Clone)]
+pub struct AddressRecords {
+    path: PathBuf,
+    records: BTreeSet<Record>,
+}
+
+impl AddressRecords {
+    /// Loads the records; a missing file is an empty set, a corrupt one is
+    /// reported and treated as empty (the kernel's `IFA_PROTO` still marks
+    /// what is ours).
+    pub fn load(dir: &Path) -> AddressRecords {
+        let path = dir.join("addresses.json");
+        let records = match fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
+                tracing::warn!("{}: unreadable, ignoring: {e}", path.display());
+                BTreeSet::new()
+            }),
+            Err(_) => BTreeSet::new(),
+        };
+        AddressRecords { path, records }
+    }
+
+    /// The recorded addresses still on the link they were added to (same
+    /// ifindex, same MAC: an ifindex reused by a new link is not a match).
+    pub fn owned(&self, links: &[Link]) -> BTreeSet<(u32, IpNet)> {
+        self.records
+            .iter()
+            .filter(|r| {
+                links
+                    .iter()
+                    .any(|l| l.index == r.ifindex && l.mac == Some(r.mac))
+            })
+            .map(|r| (r.ifindex, r.address))
+            .collect()
+    }
+
+    /// Updates the records after a reconcile and forgets addresses whose
+    /// link is gone. Writes the file only when something changed.
+    pub fn update(
+        &mut self,
+        links: &[Link],
+        added: &[(u32, IpNet)],
+        removed: &[(u32, IpNet)],
+    ) -> Result<(), StateError> {
+        let before = self.records.clone();
+        for (index, address) in added {
+            if let Some(mac) = links.iter().find(|l| l.index == *index).and_then(|l| l.mac) {
+                self.records.insert(Record {
+                    ifindex: *index,
+                    mac,
+                    address: *address,
+                });
+            }
+        }
+        self.records.retain(|r| {
+            !removed.contains(&(r.ifindex, r.address))
+                && links
+                    .iter()
+                    .any(|l| l.index == r.ifindex && l.mac == Some(r.mac))
+        });
+        if self.records == before {
+            return Ok(());
+        }
+        self.save()
+    }
+
+    fn save(&self) -> Result<(), StateError> {
+        if let Some(dir) = self.path.parent() {
+            ensure_dir(dir)?;
+        }
+        let tmp = self.path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(&self.records).map_err(|e| err(&tmp, e))?;
+        fs::write(&tmp, text).map_err(|e| err(&tmp, e))?;
+        fs::rename(&tmp, &self.path).map_err(|e| err(&self.path, e))
+    }
+}
+
+/// Removes the namespace's state directory (after `cleanup`).
+pub fn remove_records(dir: &Path) -> io::Result<()> {
+    match fs::remove_file(dir.join("addresses.json")) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::Link;
+
+    fn link(index: u32, mac: &str) -> Link {
+        Link {
+            index,
+            name: format!("eth{index}"),
+            mac: Some(mac.parse().unwrap()),
+            up: true,
+            group: 0,
+            mtu: 1500,
+            addresses: vec![],
+        }
+    }
+
+    #[test]
+    fn records_survive_reload_and_forget_replaced_links() {
+        let dir = std::env::temp_dir().join(format!("eniroute-state-{}", std::process::id()));
+        let links = vec![link(3, "0a:00:00:00:00:02")];
+        let addr: IpNet = "10.0.2.21/32".parse().unwrap();
+        let mut r = AddressRecords::load(&dir);
+        r.update(&links, &[(3, addr)], &[]).unwrap();
+        let r2 = AddressRecords::load(&dir);
+        assert!(r2.owned(&links).contains(&(3, addr)));
+        // Same ifindex, different MAC: a new link, not ours.
+        assert!(r2.owned(&[link(3, "0a:00:00:00:00:09")]).is_empty());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn second_lock_in_same_dir_is_refused_with_pid() {
+        let dir = std::env::temp_dir().join(format!("eniroute-lock-{}", std::process::id()));
+        let _a = Lock::acquire(&dir).unwrap();
+        let b = Lock::acquire(&dir).unwrap_err().to_string();
+        assert!(
+            b.contains("already managing") && b.contains(&std::process::id().to_string()),
+            "{b}"
+        );
+        let _ = fs::remove_dir_all(&dir);
+    }
+}
