@@ -9,3 +9,6 @@ pub mod reconcile;
 pub mod routing;
 pub mod state;
 pub mod sysctl;
+pub mod cli;
+pub mod daemon;
+pub mod logging;

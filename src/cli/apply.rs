@@ -1,0 +1,61 @@
+//! `eniroute apply`: one reconcile, then exit.
+
+use super::{fetch, imds_client, kernel, load_config, print_json, runtime, Cli, Failure};
+use crate::state;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Print the outcome as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
+    let cfg = load_config(cli)?;
+    let client = imds_client(&cfg)?;
+    let dir = state::run_dir().map_err(Failure::runtime)?;
+    let _lock = state::Lock::acquire(&dir).map_err(Failure::runtime)?;
+    let mut records = state::AddressRecords::load(&dir);
+    runtime()?.block_on(async {
+        // Metadata first: if it cannot be read, nothing is touched.
+        let instance = fetch(&client).await?;
+        let kernel = kernel(&cfg)?;
+        let outcome = crate::reconcile::reconcile(&kernel, &instance, &cfg, &mut records)
+            .await
+            .map_err(Failure::runtime)?;
+        if args.json {
+            print_json(&outcome)?;
+        } else {
+            for w in &outcome.plan.warnings {
+                println!("warning: {w}");
+            }
+            for op in &outcome.applied.ops {
+                println!("{op}");
+            }
+            let managed = outcome
+                .plan
+                .enis
+                .iter()
+                .filter(|e| e.status == crate::plan::EniStatus::Managed)
+                .count();
+            if outcome.applied.ops.is_empty() {
+                println!("{managed} ENIs managed, nothing to change");
+            } else {
+                println!("{managed} ENIs managed, {} changes applied", outcome.applied.ops.len());
+            }
+            if cli.verbose {
+                println!(
+                    "netlink writes: {} in {} passes",
+                    outcome.applied.writes, outcome.passes
+                );
+            }
+        }
+        if let Some(first) = outcome.applied.errors.first() {
+            return Err(Failure::runtime(format!(
+                "{} changes failed; first: {first}",
+                outcome.applied.errors.len()
+            )));
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,8 @@
+//! `eniroute daemon`: the long-running agent the systemd unit starts.
+
+use super::{load_config, Cli, Failure};
+
+pub fn run(cli: &Cli) -> Result<(), Failure> {
+    let cfg = load_config(cli)?;
+    crate::daemon::run(cfg, cli.config.clone())
+}

@@ -1,0 +1,152 @@
+//! The command line: one module per subcommand, each with its own `run`.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config};
+use crate::imds::client::{ImdsClient, ImdsOptions};
+use crate::imds::model::Instance;
+use crate::netlink::rt::RtNetlink;
+
+pub mod apply;
+pub mod check_config;
+pub mod cleanup;
+pub mod config_show;
+pub mod daemon;
+pub mod plan;
+pub mod refresh;
+pub mod status;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "eniroute",
+    version,
+    about = "Makes every network interface of a multi-homed EC2 instance route its own traffic"
+)]
+pub struct Cli {
+    /// Configuration file [default: /etc/eniroute/config.toml, optional]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Metadata endpoint, overriding the configuration (e.g. http://127.0.0.1:8080)
+    #[arg(long, global = true, value_name = "URL")]
+    pub imds_endpoint: Option<String>,
+    /// More detail: counts of netlink writes, debug logs
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the desired state and what would change, without changing anything
+    Plan(plan::Args),
+    /// Reconcile once: metadata → kernel, then exit
+    Apply(apply::Args),
+    /// Show each ENI's state in the kernel, drift and conflicting rules
+    Status(status::Args),
+    /// Remove every rule, route and address eniroute owns, nothing else
+    Cleanup,
+    /// Run the agent: reconcile on every change until stopped
+    Daemon,
+    /// Ask the running daemon to re-read metadata now (for failover scripts)
+    Refresh,
+    /// Validate the configuration file
+    CheckConfig,
+    /// Configuration helpers
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration, defaults filled in
+    Show,
+}
+
+/// A failure to report: a one-line message and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Failure {
+    /// Something outside went wrong (metadata, kernel): exit 1.
+    pub fn runtime(message: impl fmt::Display) -> Failure {
+        Failure {
+            code: 1,
+            message: message.to_string(),
+        }
+    }
+
+    /// The user's input is wrong (configuration, arguments): exit 2.
+    pub fn usage(message: impl fmt::Display) -> Failure {
+        Failure {
+            code: 2,
+            message: message.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+pub fn run(cli: Cli) -> Result<(), Failure> {
+    match &cli.command {
+        Command::Plan(args) => plan::run(&cli, args),
+        Command::Apply(args) => apply::run(&cli, args),
+        Command::Status(args) => status::run(&cli, args),
+        Command::Cleanup => cleanup::run(&cli),
+        Command::Daemon => daemon::run(&cli),
+        Command::Refresh => refresh::run(&cli),
+        Command::CheckConfig => check_config::run(&cli),
+        Command::Config(ConfigCommand::Show) => config_show::run(&cli),
+    }
+}
+
+/// The configuration with command-line overrides applied.
+pub fn load_config(cli: &Cli) -> Result<Config, Failure> {
+    let mut cfg = config::load(cli.config.as_deref()).map_err(Failure::usage)?;
+    if let Some(url) = &cli.imds_endpoint {
+        cfg.metadata.endpoint = url.clone();
+        cfg.metadata.use_ipv6 = false;
+    }
+    Ok(cfg)
+}
+
+/// A single-threaded runtime: the agent does one thing at a time, and a
+/// thread pool would only cost memory.
+pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))
+}
+
+pub fn imds_client(cfg: &Config) -> Result<ImdsClient, Failure> {
+    ImdsClient::new(ImdsOptions::from(&cfg.metadata)).map_err(Failure::usage)
+}
+
+pub async fn fetch(client: &ImdsClient) -> Result<Instance, Failure> {
+    crate::imds::fetch::fetch_instance(client)
+        .await
+        .map_err(|e| Failure::runtime(format!("{e}; nothing was changed")))
+}
+
+pub fn kernel(cfg: &Config) -> Result<RtNetlink, Failure> {
+    RtNetlink::connect(cfg.numbering.protocol)
+        .map_err(|e| Failure::runtime(format!("cannot open a netlink socket: {e}")))
+}
+
+pub fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Failure::runtime(format!("cannot render JSON: {e}")))?;
+    println!("{text}");
+    Ok(())
+}

@@ -1,0 +1,190 @@
+//! `eniroute status`: each ENI as the kernel has it now: its rules and
+//! routes present or missing, drift, and foreign rules that send one of its
+//! addresses elsewhere.
+
+use std::collections::BTreeSet;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use super::{imds_client, kernel, load_config, print_json, runtime, Cli, Failure};
+use crate::plan::{EniStatus, Plan};
+use crate::reconcile::{diff, Current, Op, Ownership};
+use crate::routing::{KernelRule, Rule};
+use crate::state;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct EniReport {
+    mac: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interface_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dev: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    card: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    table: Option<u32>,
+    status: String,
+    addresses: Vec<IpNet>,
+    rules_present: Vec<String>,
+    rules_missing: Vec<String>,
+    /// Pending changes for this ENI: what `apply` would do.
+    drift: Vec<String>,
+    /// Rules of others that route one of this ENI's addresses elsewhere.
+    conflicts: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    enis: Vec<EniReport>,
+    warnings: Vec<String>,
+    drift: usize,
+}
+
+fn conflicts(eni_sources: &[IpNet], table: u32, rules: &[KernelRule], protocol: u8) -> Vec<String> {
+    rules
+        .iter()
+        .filter(|k| k.protocol != protocol)
+        .filter(|k| k.rule.table != table && k.rule.priority <= table)
+        .filter(|k| !k.not_lookup || k.rule.from.is_some())
+        .filter(|k| match k.rule.from {
+            Some(from) => eni_sources.iter().any(|s| from.contains(&s.addr())),
+            None => false,
+        })
+        .map(|k| format!("{} (protocol {})", k.rule, k.protocol))
+        .collect()
+}
+
+fn op_touches(op: &Op, dev: &str, table: Option<u32>) -> bool {
+    match op {
+        Op::SetLink { dev: d, .. } => d == dev,
+        Op::SetSysctl { key, .. } => key.contains(&format!(".{dev}.")),
+        Op::AddAddress(a) | Op::DelAddress(a) => a.dev == dev,
+        Op::AddRoute(r) | Op::ReplaceRoute(r) | Op::DelRoute(r) => r.dev == dev,
+        Op::AddRule(r) | Op::DelRule(r) => Some(r.table) == table,
+    }
+}
+
+fn report(plan: &Plan, current: &Current, own: Ownership) -> Report {
+    let changes = diff(plan, current, own);
+    let owned: BTreeSet<&Rule> = current.owned_rules(own.protocol).collect();
+    let enis = plan
+        .enis
+        .iter()
+        .map(|e| {
+            let wanted: Vec<&Rule> = plan
+                .rules
+                .iter()
+                .filter(|r| Some(r.table) == e.table && r.suppress_ifgroup.is_none())
+                .collect();
+            let (present, missing): (Vec<&Rule>, Vec<&Rule>) =
+                wanted.into_iter().partition(|r| owned.contains(r));
+            let dev = e.dev.clone().unwrap_or_default();
+            EniReport {
+                mac: e.mac.to_string(),
+                interface_id: e.interface_id.clone(),
+                dev: e.dev.clone(),
+                card: e.key.map(|k| k.card),
+                device: e.key.map(|k| k.device),
+                table: e.table,
+                status: e.status.to_string(),
+                addresses: e.addresses.clone(),
+                rules_present: present.iter().map(|r| r.to_string()).collect(),
+                rules_missing: missing.iter().map(|r| r.to_string()).collect(),
+                drift: if e.status == EniStatus::Managed {
+                    changes
+                        .iter()
+                        .filter(|op| op_touches(op, &dev, e.table))
+                        .map(|op| op.to_string())
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+                conflicts: e
+                    .table
+                    .map(|t| conflicts(&e.addresses, t, &current.rules, own.protocol))
+                    .unwrap_or_default(),
+            }
+        })
+        .collect();
+    Report {
+        enis,
+        warnings: plan.warnings.clone(),
+        drift: changes.len(),
+    }
+}
+
+pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
+    let cfg = load_config(cli)?;
+    let client = imds_client(&cfg)?;
+    runtime()?.block_on(async {
+        let instance = crate::imds::fetch::fetch_instance(&client)
+            .await
+            .map_err(|e| Failure::runtime(format!("cannot report status: {e}")))?;
+        let kernel = kernel(&cfg)?;
+        let dir = state::run_dir().map_err(Failure::runtime)?;
+        let records = state::AddressRecords::load(&dir);
+        let links = crate::netlink::Kernel::links(&kernel)
+            .await
+            .map_err(Failure::runtime)?;
+        let mut current = Current::read(&kernel, &records.owned(&links))
+            .await
+            .map_err(Failure::runtime)?;
+        let plan = crate::plan::plan(&instance, &current.links, &cfg);
+        current.read_sysctls(&plan);
+        let own = Ownership {
+            protocol: cfg.numbering.protocol,
+            ifgroup: cfg.numbering.ifgroup,
+        };
+        let r = report(&plan, &current, own);
+        if args.json {
+            return print_json(&r);
+        }
+        for e in &r.enis {
+            print!("{} {}", e.mac, e.interface_id.as_deref().unwrap_or("-"));
+            if let Some(dev) = &e.dev {
+                print!(" dev {dev}");
+            }
+            if let (Some(c), Some(d)) = (e.card, e.device) {
+                print!(" card {c} device {d}");
+            }
+            if let Some(t) = e.table {
+                print!(" table {t}");
+            }
+            println!(": {}", e.status);
+            if !e.addresses.is_empty() {
+                let a: Vec<String> = e.addresses.iter().map(|a| a.to_string()).collect();
+                println!("  addresses: {}", a.join(" "));
+            }
+            for rule in &e.rules_present {
+                println!("  ok      {rule}");
+            }
+            for rule in &e.rules_missing {
+                println!("  missing {rule}");
+            }
+            for d in &e.drift {
+                println!("  drift   {d}");
+            }
+            for c in &e.conflicts {
+                println!("  conflict: foreign {c} takes this ENI's traffic first");
+            }
+        }
+        for w in &r.warnings {
+            println!("warning: {w}");
+        }
+        if r.drift == 0 {
+            println!("in sync");
+        } else {
+            println!("{} pending changes (run `eniroute apply`)", r.drift);
+        }
+        Ok(())
+    })
+}
