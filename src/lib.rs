@@ -12,3 +12,5 @@ pub mod sysctl;
 pub mod cli;
 pub mod daemon;
 pub mod logging;
+pub mod notify;
+pub mod udev;

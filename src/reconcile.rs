@@ -422,6 +422,10 @@ pub struct Outcome {
     pub applied: Applied,
     /// Read → diff → apply rounds; more than one means something raced.
     pub passes: usize,
+    /// MACs of links that metadata does not list (yet): a hot-plugged ENI
+    /// shows up in the kernel before it shows up in metadata.
+    #[serde(skip)]
+    pub unknown_macs: Vec<crate::imds::model::Mac>,
 }
 
 /// Brings the kernel to the plan for `instance`: read, plan, diff, apply,
@@ -444,9 +448,22 @@ pub async fn reconcile(
         let links = kernel.links().await?;
         let recorded = records.owned(&links);
         let mut current = Current::read(kernel, &recorded).await?;
-        let plan = crate::plan::plan(instance, &current.links, config);
+        // A link udev has not finished with (and may still rename) is not
+        // planned for yet; it has nothing of ours, so nothing is lost.
+        let ready: Vec<Link> = current
+            .links
+            .iter()
+            .filter(|l| crate::udev::initialised(l.index))
+            .cloned()
+            .collect();
+        let plan = crate::plan::plan(instance, &ready, config);
         current.read_sysctls(&plan);
         let ops = diff(&plan, &current, own);
+        out.unknown_macs = ready
+            .iter()
+            .filter_map(|l| l.mac)
+            .filter(|m| m.octets() != [0; 6] && instance.get(*m).is_none())
+            .collect();
         out.plan = plan;
         if ops.is_empty() {
             break;

@@ -4,5 +4,5 @@ use super::{load_config, Cli, Failure};
 
 pub fn run(cli: &Cli) -> Result<(), Failure> {
     let cfg = load_config(cli)?;
-    crate::daemon::run(cfg, cli.config.clone())
+    crate::daemon::run(cfg, cli.config.clone(), cli.imds_endpoint.clone())
 }
