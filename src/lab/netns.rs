@@ -97,13 +97,12 @@ impl Netns {
         // /proc/sys/net resolves to the network namespace of the thread that
         // opens the file, so writing from a thread inside the namespace sets
         // the namespace's value without spawning a process.
-        self.run_in(|| std::fs::write(&path, value))?
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("sysctl {key}={value} in netns {}: {e}", self.name),
-                )
-            })
+        self.run_in(|| std::fs::write(&path, value))?.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("sysctl {key}={value} in netns {}: {e}", self.name),
+            )
+        })
     }
 
     /// Runs `f` on a new thread that has joined this namespace and returns its

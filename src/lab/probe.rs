@@ -171,7 +171,11 @@ pub fn route_get(ns: &Netns, dst: IpAddr, from: Option<IpAddr>) -> io::Result<Ro
     let dev = parse_dev(&raw).ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("ip -n {} {}: no device in {raw:?}", ns.name(), args.join(" ")),
+            format!(
+                "ip -n {} {}: no device in {raw:?}",
+                ns.name(),
+                args.join(" ")
+            ),
         )
     })?;
     Ok(RouteGet {
@@ -198,7 +202,10 @@ mod tests {
     fn parse_dev_reads_the_output_interface() {
         let raw = "10.9.0.5 from 10.0.2.20 via 10.0.2.1 dev eth1 table 10001 uid 0 \n    cache \n";
         assert_eq!(parse_dev(raw).as_deref(), Some("eth1"));
-        assert_eq!(parse_dev("local 10.0.1.10 dev lo table local src 10.0.1.10"), Some("lo".into()));
+        assert_eq!(
+            parse_dev("local 10.0.1.10 dev lo table local src 10.0.1.10"),
+            Some("lo".into())
+        );
         assert_eq!(parse_dev("unreachable"), None);
     }
 }

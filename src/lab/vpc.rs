@@ -10,6 +10,12 @@
 //!   ENI's addresses only as /32 routes to that ENI's port, and strict
 //!   reverse-path filtering on the port drops any packet whose source would
 //!   not be routed back out of the same port.
+//!
+//! One difference from EC2: the kernel applies rp_filter to ARP requests too,
+//! so an ARP request whose sender address belongs to another ENI (sent when
+//! the first packet towards the router carries that address) goes unanswered,
+//! where the VPC would answer it and then drop the packet. Either way the
+//! misrouted packet is lost; it is only counted in a different place.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
@@ -55,17 +61,13 @@ struct EniState {
 }
 
 /// A simulated EC2 instance: a namespace with strict reverse-path filtering,
-/// as the agent will find on a stock AMI.
+/// so a packet arriving on an ENI that the instance would answer through
+/// another one is already dropped on the way in.
+///
+/// Dereferences to its [`Netns`], whose name carries the instance's name.
 #[derive(Debug, Clone)]
 pub struct Instance {
-    name: String,
     netns: Arc<Netns>,
-}
-
-impl Instance {
-    pub fn name(&self) -> &str {
-        &self.name
-    }
 }
 
 impl Deref for Instance {
@@ -79,16 +81,11 @@ impl Deref for Instance {
 /// with `eth0` holding its address and a default route via the router.
 #[derive(Debug, Clone)]
 pub struct Client {
-    name: String,
     netns: Arc<Netns>,
     addr: Ipv4Net,
 }
 
 impl Client {
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     pub fn addr(&self) -> Ipv4Addr {
         self.addr.addr()
     }
@@ -185,10 +182,7 @@ impl Vpc {
         netns.sysctl("net.ipv4.conf.default.rp_filter", "1")?;
         let netns = Arc::new(netns);
         self.lock().hosts.push(Arc::clone(&netns));
-        Ok(Instance {
-            name: name.to_string(),
-            netns,
-        })
+        Ok(Instance { netns })
     }
 
     /// Attaches an ENI to `instance`: its link appears there up and without
@@ -244,7 +238,12 @@ impl Vpc {
         })
     }
 
-    fn setup_eni_port(&self, port: &str, router_addr: Ipv4Addr, addrs: &[Ipv4Addr]) -> io::Result<()> {
+    fn setup_eni_port(
+        &self,
+        port: &str,
+        router_addr: Ipv4Addr,
+        addrs: &[Ipv4Addr],
+    ) -> io::Result<()> {
         // Strict: the source must route back out of this very port, which
         // only the ENI's own addresses (the /32s below) do.
         self.router
@@ -256,13 +255,8 @@ impl Vpc {
         // A /32 keeps the router from claiming the subnet on one port: the
         // subnet is spread over several ports (one per ENI in it), each
         // owning only its addresses.
-        self.router.ip([
-            "addr",
-            "add",
-            &format!("{router_addr}/32"),
-            "dev",
-            port,
-        ])?;
+        self.router
+            .ip(["addr", "add", &format!("{router_addr}/32"), "dev", port])?;
         for addr in addrs {
             self.router
                 .ip(["route", "add", &format!("{addr}/32"), "dev", port])?;
@@ -277,7 +271,10 @@ impl Vpc {
         let invalid = |what: &str| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("move {addr} from ENI {} to ENI {}: {what}", from.mac, to.mac),
+                format!(
+                    "move {addr} from ENI {} to ENI {}: {what}",
+                    from.mac, to.mac
+                ),
             )
         };
         if addr == from.primary {
@@ -389,7 +386,9 @@ impl Vpc {
     /// the first host of that network on its side, the client a default route
     /// via it. Each client needs a network of its own.
     pub fn client(&self, name: &str, addr: Ipv4Net) -> io::Result<Client> {
-        if addr.prefix_len() > 30 || addr.addr() == first_host(addr) || addr.addr() == addr.network()
+        if addr.prefix_len() > 30
+            || addr.addr() == first_host(addr)
+            || addr.addr() == addr.network()
         {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -413,11 +412,7 @@ impl Vpc {
         ])?;
         netns.ip(["addr", "add", &addr.to_string(), "dev", "eth0"])?;
         netns.ip(["route", "add", "default", "via", &gateway.to_string()])?;
-        Ok(Client {
-            name: name.to_string(),
-            netns,
-            addr,
-        })
+        Ok(Client { netns, addr })
     }
 
     /// A listener on 169.254.169.254:80 inside the router, for the metadata
@@ -430,12 +425,14 @@ impl Vpc {
         self.router
             .ip(["addr", "replace", &format!("{IMDS_ADDR}/32"), "dev", "lo"])?;
         let bind = SocketAddr::new(IpAddr::V4(IMDS_ADDR), 80);
-        self.router.run_in(|| TcpListener::bind(bind))?.map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("bind {bind} in netns {}: {e}", self.router.name()),
-            )
-        })
+        self.router
+            .run_in(|| TcpListener::bind(bind))?
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("bind {bind} in netns {}: {e}", self.router.name()),
+                )
+            })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
