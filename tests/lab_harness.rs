@@ -410,7 +410,7 @@ fn namespace_dropped_during_panic_is_deleted() {
     }
     let name = std::sync::Mutex::new(String::new());
     let result = std::panic::catch_unwind(|| {
-        let ns = Netns::create("panic").unwrap();
+        let ns = Netns::create("in-panic").unwrap();
         *name.lock().unwrap() = ns.name().to_string();
         assert!(netns_exists(ns.name()));
         panic!("unwinding with a live namespace");
@@ -437,6 +437,14 @@ fn run_in_enters_the_namespace_only_on_its_thread() {
         std::fs::read_link("/proc/thread-self/ns/net").unwrap(),
         outside
     );
+
+    let out = ns
+        .command("cat")
+        .arg("/proc/self/net/dev")
+        .output()
+        .unwrap();
+    let dev = String::from_utf8_lossy(&out.stdout);
+    assert!(dev.contains("lo:") && !dev.contains("eth0"), "{dev}");
 
     let out = ns.exec(["ip", "-br", "link", "show", "dev", "lo"]).unwrap();
     assert!(out.status.success());

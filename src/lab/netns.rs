@@ -43,7 +43,7 @@ impl Netns {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let role: String = role
             .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
             .take(MAX_ROLE)
             .collect();
         let name = format!("{PREFIX}{}-{n}-{role}", std::process::id());
@@ -63,15 +63,32 @@ impl Netns {
         Path::new(NETNS_DIR).join(&self.name)
     }
 
-    /// Runs a program inside the namespace (`ip netns exec NAME …`) and returns
-    /// its output whatever its exit status; only a failure to start it is an error.
+    /// A command that runs `program` inside the namespace
+    /// (`ip netns exec NAME program`), to be given arguments and spawned, e.g.
+    /// the agent under test. A child process is used rather than `setns` in
+    /// this process because `setns` moves only the calling thread.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", self.name.as_str()]).arg(program);
+        cmd
+    }
+
+    /// Runs a program with its arguments inside the namespace and returns its
+    /// output whatever its exit status; only a failure to start it is an error.
     pub fn exec<I, S>(&self, args: I) -> io::Result<Output>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", self.name.as_str()]).args(args);
+        let mut args = args.into_iter();
+        let Some(program) = args.next() else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("exec in netns {}: no program given", self.name),
+            ));
+        };
+        let mut cmd = self.command(program);
+        cmd.args(args);
         cmd.output()
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", describe(&cmd))))
     }
@@ -258,6 +275,7 @@ mod tests {
     fn creator_pid_reads_only_lab_names() {
         assert_eq!(creator_pid("er1234-0-router"), Some(1234));
         assert_eq!(creator_pid("er1234-17-"), Some(1234));
+        assert_eq!(creator_pid("er12-3-ha-standby"), Some(12));
         assert_eq!(creator_pid("er-0-router"), None);
         assert_eq!(creator_pid("erx12-0-router"), None);
         assert_eq!(creator_pid("error-log"), None);

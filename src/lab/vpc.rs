@@ -46,13 +46,13 @@ struct State {
     /// Instance and client namespaces, kept alive for the VPC's lifetime.
     hosts: Vec<Arc<Netns>>,
     /// Indexed by [`Eni::id`].
-    enis: Vec<EniState>,
+    enis: Vec<EniRecord>,
     /// Numbers router ports so their names are unique in the router.
     next_port: usize,
 }
 
 #[derive(Debug)]
-struct EniState {
+struct EniRecord {
     /// The namespace the instance end currently lives in.
     instance: Arc<Netns>,
     /// Addresses the router sends to this ENI; the first is the primary.
@@ -223,7 +223,7 @@ impl Vpc {
             let _ = self.router.ip(["link", "del", "dev", port.as_str()]);
             return Err(e);
         }
-        state.enis.push(EniState {
+        state.enis.push(EniRecord {
             instance: Arc::clone(&instance.netns),
             addresses: spec.addresses.clone(),
             attached: true,
@@ -440,7 +440,7 @@ impl Vpc {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn record<'s>(&self, state: &'s mut State, eni: &Eni) -> io::Result<&'s mut EniState> {
+    fn record<'s>(&self, state: &'s mut State, eni: &Eni) -> io::Result<&'s mut EniRecord> {
         match state.enis.get_mut(eni.id) {
             Some(record) if record.attached => Ok(record),
             _ => Err(io::Error::new(
