@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod imds;
+pub mod lab;
 pub mod netlink;
 pub mod plan;
 pub mod reconcile;
