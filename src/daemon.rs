@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::sleep_until;
 
-use crate::cli::{Failure, runtime};
+use crate::cli::{runtime, Failure};
 use crate::config::{self, Config};
 use crate::imds::client::{ImdsClient, ImdsOptions};
 use crate::imds::fetch::MetadataCache;
@@ -80,7 +80,8 @@ impl Daemon {
         endpoint_override: Option<String>,
         records: state::AddressRecords,
     ) -> Result<Daemon, Failure> {
-        let client = ImdsClient::new(ImdsOptions::from(&config.metadata)).map_err(Failure::usage)?;
+        let client =
+            ImdsClient::new(ImdsOptions::from(&config.metadata)).map_err(Failure::usage)?;
         let kernel = RtNetlink::connect(config.numbering.protocol)
             .map_err(|e| Failure::runtime(format!("cannot open a netlink socket: {e}")))?;
         Ok(Daemon {
@@ -154,7 +155,10 @@ impl Daemon {
                     "READY=1\nSTATUS=started without a complete reconcile: {}",
                     self.missing()
                 ));
-                tracing::warn!("reporting ready after {READY_DEADLINE:?} without a complete reconcile: {}", self.missing());
+                tracing::warn!(
+                    "reporting ready after {READY_DEADLINE:?} without a complete reconcile: {}",
+                    self.missing()
+                );
             }
             let lag_at = self.lagging.values().map(|l| l.next).min();
             let ready_at = (!self.ready).then(|| started + READY_DEADLINE);
@@ -163,7 +167,9 @@ impl Daemon {
                 .flatten()
                 .min()
                 .unwrap_or_else(|| Instant::now() + far);
-            let watchdog_at = watchdog.map(|_| next_watchdog).unwrap_or_else(|| Instant::now() + far);
+            let watchdog_at = watchdog
+                .map(|_| next_watchdog)
+                .unwrap_or_else(|| Instant::now() + far);
             tokio::select! {
                 ev = events.next() => {
                     match ev {
@@ -227,7 +233,11 @@ impl Daemon {
                 tracing::warn!("netlink events overran the socket buffer; re-reading everything");
                 false
             }
-            Event::Link { mac: Some(mac), removed: false, .. } => {
+            Event::Link {
+                mac: Some(mac),
+                removed: false,
+                ..
+            } => {
                 let known = self
                     .instance
                     .as_ref()
@@ -247,7 +257,11 @@ impl Daemon {
     /// Reads metadata. On failure the last good instance stays in force:
     /// an outage must never look like "no ENIs".
     async fn refresh_metadata(&mut self) -> bool {
-        match self.cache.refresh(&self.client, self.static_max_age()).await {
+        match self
+            .cache
+            .refresh(&self.client, self.static_max_age())
+            .await
+        {
             Ok(instance) => {
                 if self.failures > 0 {
                     tracing::info!("metadata reachable again after {} failures", self.failures);
@@ -276,7 +290,9 @@ impl Daemon {
             return;
         };
         let t0 = Instant::now();
-        match crate::reconcile::reconcile(&self.kernel, instance, &self.config, &mut self.records).await {
+        match crate::reconcile::reconcile(&self.kernel, instance, &self.config, &mut self.records)
+            .await
+        {
             Ok(out) => {
                 self.reconciles += 1;
                 for op in &out.applied.ops {
@@ -332,7 +348,9 @@ impl Daemon {
             out.plan
                 .enis
                 .iter()
-                .filter(|e| matches!(e.status, crate::plan::EniStatus::NotReady(_)) && e.index.is_some())
+                .filter(|e| {
+                    matches!(e.status, crate::plan::EniStatus::NotReady(_)) && e.index.is_some()
+                })
                 .map(|e| e.mac),
         );
         self.lagging.retain(|mac, _| waiting.contains(mac));

@@ -1,17 +1,17 @@
 //! eniroute: makes every network interface of a multi-homed EC2 instance
 //! route its own traffic.
 
+pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod imds;
 pub mod lab;
+pub mod logging;
 pub mod netlink;
+pub mod notify;
 pub mod plan;
 pub mod reconcile;
 pub mod routing;
 pub mod state;
 pub mod sysctl;
-pub mod cli;
-pub mod daemon;
-pub mod logging;
-pub mod notify;
 pub mod udev;

@@ -41,7 +41,10 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
             if outcome.applied.ops.is_empty() {
                 println!("{managed} ENIs managed, nothing to change");
             } else {
-                println!("{managed} ENIs managed, {} changes applied", outcome.applied.ops.len());
+                println!(
+                    "{managed} ENIs managed, {} changes applied",
+                    outcome.applied.ops.len()
+                );
             }
             if cli.verbose {
                 println!(

@@ -32,7 +32,6 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
                 applied.errors.len()
             )));
         }
-        state::remove_records(&dir)
-            .map_err(|e| Failure::runtime(format!("{}: {e}", dir.display())))
+        state::remove_records(&dir).map_err(|e| Failure::runtime(format!("{}: {e}", dir.display())))
     })
 }

@@ -9,8 +9,9 @@ use crate::state;
 
 pub fn run(_cli: &Cli) -> Result<(), Failure> {
     let dir = state::run_dir().map_err(Failure::runtime)?;
-    let pid = state::daemon_pid(&dir)
-        .ok_or_else(|| Failure::runtime("no eniroute daemon is running in this network namespace"))?;
+    let pid = state::daemon_pid(&dir).ok_or_else(|| {
+        Failure::runtime("no eniroute daemon is running in this network namespace")
+    })?;
     kill(Pid::from_raw(pid), Signal::SIGUSR1)
         .map_err(|e| Failure::runtime(format!("cannot signal the daemon (pid {pid}): {e}")))?;
     println!("asked eniroute daemon (pid {pid}) to refresh metadata");

@@ -179,6 +179,9 @@ impl Eni {
 }
 
 /// What metadata says about one MAC.
+// `Ready` is the common case and lives briefly in a short list; boxing it
+// would cost an allocation per ENI for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "kebab-case")]
 pub enum EniState {

@@ -65,6 +65,7 @@ pub fn eni(mac: Mac, primary: bool, keys: &EniKeys) -> EniState {
     }
 }
 
+#[allow(clippy::large_enum_variant)]
 enum Parsed {
     Ready(Eni),
     NotReady(String),

@@ -36,7 +36,11 @@ impl EniMeta {
         m.insert("subnet-ipv4-cidr-block".into(), s(&self.subnet.to_string()));
         m.insert(
             "vpc-ipv4-cidr-blocks".into(),
-            json!(self.vpc_cidrs.iter().map(|c| c.to_string()).collect::<Vec<_>>()),
+            json!(self
+                .vpc_cidrs
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()),
         );
         if !self.ipv4s.is_empty() {
             m.insert(

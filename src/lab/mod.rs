@@ -3,6 +3,7 @@
 //! actually gets through. Used by the root integration tests and by
 //! `eniroute-lab`. Needs root and iproute2.
 
+pub mod imds_tree;
 pub mod netns;
 pub mod probe;
 pub mod vpc;
