@@ -3,10 +3,12 @@
 //! actually gets through. Used by the root integration tests and by
 //! `eniroute-lab`. Needs root and iproute2.
 
+pub mod agent;
 pub mod imds_tree;
 pub mod netns;
 pub mod probe;
 pub mod vpc;
+pub mod world;
 
 pub use netns::{cleanup_stale, veth, Netns};
 pub use probe::{connect, route_get, RouteGet, TcpServer};

@@ -1,0 +1,207 @@
+//! Simulated instances with metadata: the pieces every scenario and every
+//! whole-agent test starts from.
+
+use std::io;
+use std::net::{Ipv4Addr, TcpListener};
+
+use ipnet::Ipv4Net;
+
+use super::imds_tree::{instance_tree, put_eni, remove_eni, EniMeta};
+use super::vpc::{Client, Eni, EniSpec, Instance, Vpc, IMDS_ADDR};
+use crate::imds::model::Mac;
+use crate::imds::sim::Simulator;
+
+/// How to attach one ENI.
+#[derive(Debug, Clone)]
+pub struct EniPlan {
+    pub name: String,
+    pub card: u32,
+    pub device: u32,
+    pub subnet: Ipv4Net,
+    pub ipv4s: Vec<Ipv4Addr>,
+    pub vpc_id: String,
+    pub vpc_cidrs: Vec<Ipv4Net>,
+}
+
+impl EniPlan {
+    /// An ENI in the lab's main VPC (10.0.0.0/16).
+    pub fn new(name: &str, device: u32, subnet: &str, ipv4s: &[&str]) -> io::Result<EniPlan> {
+        Ok(EniPlan {
+            name: name.to_string(),
+            card: 0,
+            device,
+            subnet: parse(subnet)?,
+            ipv4s: ipv4s.iter().map(|a| parse(a)).collect::<io::Result<_>>()?,
+            vpc_id: "vpc-0lab1".into(),
+            vpc_cidrs: vec![parse("10.0.0.0/16")?],
+        })
+    }
+}
+
+fn parse<T: std::str::FromStr>(s: &str) -> io::Result<T> {
+    s.parse()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("invalid address {s:?}")))
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+/// One simulated instance: its namespace, its ENIs, and the metadata
+/// endpoint that describes it.
+pub struct LabInstance {
+    pub ns: Instance,
+    pub enis: Vec<(Eni, EniMeta)>,
+    pub sim: Simulator,
+    pub endpoint: String,
+    pub id: u8,
+}
+
+impl LabInstance {
+    pub fn eni(&self, name: &str) -> io::Result<&Eni> {
+        self.enis
+            .iter()
+            .find(|(e, _)| e.name() == name)
+            .map(|(e, _)| e)
+            .ok_or_else(|| invalid(format!("no ENI {name} on instance {}", self.ns.name())))
+    }
+
+    fn meta(&self, plan: &EniPlan, mac: Mac) -> EniMeta {
+        EniMeta {
+            mac,
+            eni_id: format!("eni-0{:02x}{:02x}{:02x}lab", self.id, plan.card, plan.device),
+            card: plan.card,
+            device: plan.device,
+            subnet: plan.subnet,
+            subnet_id: format!("subnet-{}", plan.subnet.network()).replace('.', ""),
+            vpc_id: plan.vpc_id.clone(),
+            vpc_cidrs: plan.vpc_cidrs.clone(),
+            ipv4s: plan.ipv4s.clone(),
+        }
+    }
+
+    /// Attaches an ENI: the link appears in the instance at once; metadata
+    /// describes it only when `publish` is true (see [`Self::publish`]).
+    pub fn attach(&mut self, vpc: &Vpc, plan: &EniPlan, publish: bool) -> io::Result<Eni> {
+        let mac = Mac::new([0x0a, 0xe0, 0, self.id, plan.card as u8, plan.device as u8]);
+        let eni = vpc.attach_eni(
+            &self.ns,
+            EniSpec {
+                name: plan.name.clone(),
+                mac,
+                subnet: plan.subnet,
+                addresses: plan.ipv4s.clone(),
+            },
+        )?;
+        let meta = self.meta(plan, mac);
+        if publish {
+            self.sim.update(|t| put_eni(t, &meta));
+        }
+        self.enis.push((eni.clone(), meta));
+        Ok(eni)
+    }
+
+    /// Makes metadata describe an attached ENI (after a lag, say).
+    pub fn publish(&self, name: &str) -> io::Result<()> {
+        let (_, meta) = self
+            .enis
+            .iter()
+            .find(|(e, _)| e.name() == name)
+            .ok_or_else(|| invalid(format!("no ENI {name}")))?;
+        self.sim.update(|t| put_eni(t, meta));
+        Ok(())
+    }
+
+    /// Detaches an ENI: metadata forgets it, the link disappears.
+    pub fn detach(&mut self, vpc: &Vpc, name: &str) -> io::Result<()> {
+        let i = self
+            .enis
+            .iter()
+            .position(|(e, _)| e.name() == name)
+            .ok_or_else(|| invalid(format!("no ENI {name}")))?;
+        let (eni, meta) = self.enis.remove(i);
+        self.sim.update(|t| remove_eni(t, meta.mac));
+        vpc.detach_eni(&eni)
+    }
+
+    /// Rewrites one ENI's private IPv4 list in metadata.
+    pub fn set_ipv4s(&mut self, name: &str, ipv4s: Vec<Ipv4Addr>) -> io::Result<()> {
+        let (_, meta) = self
+            .enis
+            .iter_mut()
+            .find(|(e, _)| e.name() == name)
+            .ok_or_else(|| invalid(format!("no ENI {name}")))?;
+        meta.ipv4s = ipv4s;
+        let meta = meta.clone();
+        self.sim.update(|t| put_eni(t, &meta));
+        Ok(())
+    }
+}
+
+/// Starts a metadata endpoint for one instance on 169.254.169.254:`port` in
+/// the router namespace. Each instance gets its own port, so the agents of
+/// several instances in one VPC each see their own metadata.
+pub fn metadata_endpoint(vpc: &Vpc, port: u16) -> io::Result<(Simulator, String)> {
+    let listener = if port == 80 {
+        vpc.imds_listener()?
+    } else {
+        // The address exists once imds_listener ran for the first instance.
+        vpc.router()
+            .run_in(move || TcpListener::bind((IMDS_ADDR, port)))??
+    };
+    let sim = Simulator::serve(listener, serde_json::json!({}))?;
+    Ok((sim, format!("http://{IMDS_ADDR}:{port}")))
+}
+
+/// Builds an instance whose first ENI is the primary, configured as DHCP
+/// leaves it; the others are attached bare, as EC2 hands them over.
+pub fn instance(vpc: &Vpc, id: u8, enis: &[EniPlan]) -> io::Result<LabInstance> {
+    let ns = vpc.instance(&format!("i{id}"))?;
+    let (sim, endpoint) = metadata_endpoint(vpc, if id == 1 { 80 } else { 8000 + u16::from(id) })?;
+    let primary_mac = Mac::new([0x0a, 0xe0, 0, id, 0, 0]);
+    sim.set_tree(instance_tree(&format!("i-0lab{id:02}"), primary_mac, &[]));
+    let mut inst = LabInstance {
+        ns,
+        enis: Vec::new(),
+        sim,
+        endpoint,
+        id,
+    };
+    for (i, plan) in enis.iter().enumerate() {
+        let eni = inst.attach(vpc, plan, true)?;
+        if i == 0 {
+            vpc.dhcp_configure(&eni)?;
+        }
+    }
+    Ok(inst)
+}
+
+/// The management-network instance: eth0 public (10.0.1.10), eth1
+/// management (10.0.2.20 and secondary 10.0.2.21), an admin host in an
+/// admin range and an internet client behind the VPC router.
+pub struct ManagementLab {
+    pub admin: Client,
+    pub internet: Client,
+    pub inst: LabInstance,
+    pub vpc: Vpc,
+}
+
+pub fn management_network() -> io::Result<ManagementLab> {
+    let vpc = Vpc::new()?;
+    let inst = instance(
+        &vpc,
+        1,
+        &[
+            EniPlan::new("eth0", 0, "10.0.1.0/24", &["10.0.1.10"])?,
+            EniPlan::new("eth1", 1, "10.0.2.0/24", &["10.0.2.20", "10.0.2.21"])?,
+        ],
+    )?;
+    let admin = vpc.client("admin", parse("10.9.0.5/24")?)?;
+    let internet = vpc.client("inet", parse("198.51.100.10/24")?)?;
+    Ok(ManagementLab {
+        admin,
+        internet,
+        inst,
+        vpc,
+    })
+}

@@ -1,0 +1,182 @@
+//! One-shot `eniroute apply` in a simulated instance: real TCP connections
+//! through a VPC router that drops packets leaving the wrong ENI, and what
+//! `ip route get … from …` decides.
+
+mod common;
+
+use common::*;
+use eniroute::lab::world::{self, EniPlan};
+use eniroute::lab::{self, Netns, Vpc};
+
+#[test]
+fn admin_reaches_both_management_addresses_only_after_apply() {
+    if !need_root("admin_reaches_both_management_addresses_only_after_apply") {
+        return;
+    }
+    let lab = world::management_network().unwrap();
+    let inst = &lab.inst;
+    let _ssh = server(&inst.ns, 22);
+    // eth0 works as DHCP left it; eth1 has no address at all yet.
+    assert!(reaches(&lab.admin, "10.0.1.10", 22, LONG).is_ok());
+    assert!(reaches(&lab.admin, "10.0.2.20", 22, SHORT).is_err());
+
+    let out = apply(&inst.ns, &inst.endpoint);
+    assert!(out.contains("+ rule from 10.0.2.21 lookup 10001 priority 10001"), "{out}");
+
+    for ip in ["10.0.2.20", "10.0.2.21", "10.0.1.10"] {
+        let seen = reaches(&lab.admin, ip, 22, LONG)
+            .unwrap_or_else(|e| panic!("admin -> {ip}: {e}\n{}", dumps(&inst.ns)));
+        assert!(seen.starts_with("10.9.0.5:"), "server saw {seen}");
+    }
+    assert_eq!(dev_for(&inst.ns, "10.9.0.5", Some("10.0.2.20")), "eth1");
+    assert_eq!(dev_for(&inst.ns, "10.9.0.5", Some("10.0.2.21")), "eth1");
+    assert_eq!(dev_for(&inst.ns, "10.9.0.5", Some("10.0.1.10")), "eth0");
+    assert_eq!(dev_for(&inst.ns, "198.51.100.10", None), "eth0");
+    // The internet client still reaches the public ENI.
+    assert!(reaches(&lab.internet, "10.0.1.10", 22, LONG).is_ok());
+}
+
+#[test]
+fn metadata_failure_changes_nothing_and_exits_1() {
+    if !need_root("metadata_failure_changes_nothing_and_exits_1") {
+        return;
+    }
+    let lab = world::management_network().unwrap();
+    let inst = &lab.inst;
+    let before = dumps(&inst.ns);
+    inst.sim.set_fault(None, Some(eniroute::imds::sim::Fault::Status(500)));
+    let o = eniroute(&inst.ns, &inst.endpoint, &["apply"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("169.254.169.254") && err.contains("500"), "{err}");
+    assert_eq!(dumps(&inst.ns), before);
+}
+
+#[test]
+fn socket_bound_to_management_address_leaves_through_eth1() {
+    if !need_root("socket_bound_to_management_address_leaves_through_eth1") {
+        return;
+    }
+    let lab = world::management_network().unwrap();
+    let inst = &lab.inst;
+    let _admin_srv = server(&lab.admin, 9000);
+    let dst = "10.9.0.5:9000".parse().unwrap();
+    let src = Some("10.0.2.21".parse().unwrap());
+    apply(&inst.ns, &inst.endpoint);
+    let seen = lab::connect(&inst.ns, dst, src, LONG).unwrap();
+    assert!(seen.starts_with("10.0.2.21:"), "admin saw {seen}");
+}
+
+#[test]
+fn containers_on_a_bridge_still_reach_the_primary_address() {
+    if !need_root("containers_on_a_bridge_still_reach_the_primary_address") {
+        return;
+    }
+    let lab = world::management_network().unwrap();
+    let inst = &lab.inst;
+    // A docker0-style bridge with one container behind it.
+    inst.ns.ip(["link", "add", "br0", "type", "bridge"]).unwrap();
+    inst.ns.ip(["addr", "add", "172.17.0.1/16", "dev", "br0"]).unwrap();
+    inst.ns.ip(["link", "set", "br0", "up"]).unwrap();
+    let ctr = Netns::create("ctr").unwrap();
+    lab::veth(&ctr, "eth0", None, &inst.ns, "vethc").unwrap();
+    inst.ns.ip(["link", "set", "vethc", "master", "br0"]).unwrap();
+    ctr.ip(["addr", "add", "172.17.0.2/16", "dev", "eth0"]).unwrap();
+    ctr.ip(["route", "add", "default", "via", "172.17.0.1"]).unwrap();
+    let _srv = server(&inst.ns, 8080);
+    apply(&inst.ns, &inst.endpoint);
+    let seen = reaches(&ctr, "10.0.1.10", 8080, LONG)
+        .unwrap_or_else(|e| panic!("container -> host primary: {e}\n{}", dumps(&inst.ns)));
+    assert!(seen.starts_with("172.17.0.2:"), "{seen}");
+    assert_eq!(dev_for(&inst.ns, "172.17.0.2", Some("10.0.1.10")), "br0");
+    // The bridge was not touched: not in the ENI group, no rules for it.
+    assert!(!inst.ns.ip(["-d", "link", "show", "br0"]).unwrap().contains("group 10000"));
+}
+
+#[test]
+fn two_enis_in_one_subnet_each_answer_from_their_own_link() {
+    if !need_root("two_enis_in_one_subnet_each_answer_from_their_own_link") {
+        return;
+    }
+    let vpc = Vpc::new().unwrap();
+    let inst = world::instance(
+        &vpc,
+        1,
+        &[
+            EniPlan::new("eth0", 0, "10.0.1.0/24", &["10.0.1.10"]).unwrap(),
+            EniPlan::new("eth1", 1, "10.0.1.0/24", &["10.0.1.20"]).unwrap(),
+        ],
+    )
+    .unwrap();
+    let admin = vpc.client("admin", "10.9.0.5/24".parse().unwrap()).unwrap();
+    let _srv = server(&inst.ns, 22);
+    assert!(reaches(&admin, "10.0.1.20", 22, SHORT).is_err());
+    apply(&inst.ns, &inst.endpoint);
+    for ip in ["10.0.1.10", "10.0.1.20"] {
+        reaches(&admin, ip, 22, LONG).unwrap_or_else(|e| panic!("{ip}: {e}\n{}", dumps(&inst.ns)));
+    }
+    assert_eq!(dev_for(&inst.ns, "10.9.0.5", Some("10.0.1.20")), "eth1");
+    assert_eq!(dev_for(&inst.ns, "10.0.1.99", Some("10.0.1.20")), "eth1");
+    assert_eq!(dev_for(&inst.ns, "10.0.1.99", Some("10.0.1.10")), "eth0");
+}
+
+#[test]
+fn second_apply_writes_nothing_and_changes_nothing() {
+    if !need_root("second_apply_writes_nothing_and_changes_nothing") {
+        return;
+    }
+    let lab = world::management_network().unwrap();
+    let inst = &lab.inst;
+    let first = apply(&inst.ns, &inst.endpoint);
+    assert!(!first.contains("netlink writes: 0 "), "{first}");
+    let before = dumps(&inst.ns);
+    let second = apply(&inst.ns, &inst.endpoint);
+    assert!(second.contains("netlink writes: 0 "), "{second}");
+    assert!(second.contains("nothing to change"), "{second}");
+    assert_eq!(dumps(&inst.ns), before);
+    let rules = inst.ns.ip(["rule"]).unwrap();
+    let mut lines: Vec<&str> = rules.lines().collect();
+    let n = lines.len();
+    lines.sort();
+    lines.dedup();
+    assert_eq!(lines.len(), n, "duplicate rules:\n{rules}");
+}
+
+#[test]
+fn foreign_objects_survive_apply_and_cleanup_removes_only_ours() {
+    if !need_root("foreign_objects_survive_apply_and_cleanup_removes_only_ours") {
+        return;
+    }
+    let lab = world::management_network().unwrap();
+    let inst = &lab.inst;
+    let other = Netns::create("other").unwrap();
+    lab::veth(&inst.ns, "vfor", None, &other, "vpeer").unwrap();
+    inst.ns.ip(["addr", "add", "192.168.50.1/24", "dev", "vfor"]).unwrap();
+    inst.ns
+        .ip(["rule", "add", "from", "192.168.50.0/24", "lookup", "50", "priority", "500"])
+        .unwrap();
+    let foreign = |ns: &Netns| {
+        (
+            ns.ip(["rule", "show", "priority", "500"]).unwrap(),
+            ns.ip(["addr", "show", "dev", "vfor"]).unwrap(),
+            ns.ip(["addr", "show", "dev", "eth0"]).unwrap(),
+        )
+    };
+    let before = foreign(&inst.ns);
+    apply(&inst.ns, &inst.endpoint);
+    assert_eq!(foreign(&inst.ns), before);
+    assert!(inst.ns.ip(["rule"]).unwrap().contains("lookup 10001"));
+
+    let o = eniroute(&inst.ns, &inst.endpoint, &["cleanup"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(foreign(&inst.ns), before, "cleanup touched foreign objects");
+    let rules = inst.ns.ip(["rule"]).unwrap();
+    assert!(!rules.contains("proto 233") && !rules.contains("1000"), "{rules}");
+    let routes = inst.ns.ip(["route", "show", "table", "all"]).unwrap();
+    assert!(!routes.contains("proto 233"), "{routes}");
+    let eth1 = inst.ns.ip(["addr", "show", "dev", "eth1"]).unwrap();
+    assert!(!eth1.contains("10.0.2.2"), "added addresses left behind: {eth1}");
+    // DHCP's address and default route on eth0 are still there.
+    assert!(before.2.contains("10.0.1.10/24"));
+    assert_eq!(dev_for(&inst.ns, "198.51.100.10", None), "eth0");
+}
