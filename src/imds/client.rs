@@ -272,6 +272,9 @@ impl ImdsClient {
         if opts.max_attempts == 0 {
             return Err(config_err("max_attempts must be at least 1".into()));
         }
+        if opts.request_timeout.is_zero() || opts.connect_timeout.is_zero() {
+            return Err(config_err("timeouts must be greater than zero".into()));
+        }
         let http = reqwest::Client::builder()
             // IMDS is link-local: a proxy from the environment (http_proxy in
             // a service unit, a corporate default) could only misroute the
@@ -591,6 +594,12 @@ mod tests {
             };
             assert!(ImdsClient::new(opts).is_err(), "{endpoint}");
         }
+        let e = ImdsClient::new(ImdsOptions {
+            request_timeout: Duration::ZERO,
+            ..ImdsOptions::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("timeouts"), "{e}");
         for ttl in [0, MAX_TOKEN_TTL_SECS + 1] {
             let opts = ImdsOptions {
                 token_ttl_secs: ttl,
