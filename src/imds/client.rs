@@ -1,0 +1,629 @@
+//! The IMDSv2 HTTP client.
+//!
+//! Three rules shape everything here:
+//!
+//! * **IMDSv2 only.** Every GET carries a session token obtained with a PUT.
+//!   IMDSv1 (tokenless GETs) is never attempted, so the agent works on
+//!   instances that require v2 and never teaches anyone that v1 is needed.
+//! * **404 is "absent", everything else is "unknown".** A key that does not
+//!   exist (an ENI without IPv6) is `Ok(None)`. Any other failure, after
+//!   retries, is an `Err`: the caller must then keep what it has, because an
+//!   outage read as "no ENIs" would make the reconciler delete everything.
+//! * **Bounded.** The endpoint is link-local and answers in about a
+//!   millisecond; when it does not, the agent must learn so quickly. Connect
+//!   and request timeouts are tight, bodies are capped, and the retries of one
+//!   call share one time budget, so a dead endpoint fails in a few seconds.
+
+use std::fmt;
+use std::hash::BuildHasher;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use tokio::sync::Mutex;
+
+use crate::config::MetadataConfig;
+
+/// Largest body accepted. Real metadata values are a few hundred bytes; a
+/// larger answer is a broken or hostile endpoint, not data.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Longest token lifetime IMDS grants (6 hours).
+pub const MAX_TOKEN_TTL_SECS: u32 = 21_600;
+
+const TOKEN_PATH: &str = "latest/api/token";
+const META_PREFIX: &str = "latest/meta-data/";
+const TTL_HEADER: &str = "x-aws-ec2-metadata-token-ttl-seconds";
+const TOKEN_HEADER: &str = "x-aws-ec2-metadata-token";
+
+/// Every attempt gets at least this long, even when the call's budget is
+/// nearly spent: a shorter attempt could not succeed anyway.
+const MIN_ATTEMPT: Duration = Duration::from_millis(200);
+
+/// A single backoff step never exceeds this.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// How the client talks to the endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImdsOptions {
+    /// Base URL, `http://169.254.169.254` on EC2 (plain HTTP: the endpoint
+    /// is link-local and has no TLS).
+    pub endpoint: String,
+    /// Lifetime requested for session tokens, 1..=21600 seconds.
+    pub token_ttl_secs: u32,
+    /// Upper bound on one attempt: connect, send, and read the whole body.
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Attempts per request (1 = no retries).
+    pub max_attempts: u32,
+    /// First backoff step; it doubles per retry and carries jitter.
+    pub backoff_base: Duration,
+    /// All attempts of one `get`, including the token PUT, share this much
+    /// time; no new attempt starts once it is spent.
+    pub retry_budget: Duration,
+}
+
+impl Default for ImdsOptions {
+    fn default() -> Self {
+        ImdsOptions {
+            endpoint: "http://169.254.169.254".into(),
+            token_ttl_secs: MAX_TOKEN_TTL_SECS,
+            request_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(1),
+            max_attempts: 4,
+            backoff_base: Duration::from_millis(100),
+            retry_budget: Duration::from_secs(5),
+        }
+    }
+}
+
+impl From<&MetadataConfig> for ImdsOptions {
+    fn from(cfg: &MetadataConfig) -> Self {
+        ImdsOptions {
+            endpoint: cfg.effective_endpoint().to_string(),
+            token_ttl_secs: cfg.token_ttl_secs,
+            request_timeout: Duration::from_millis(cfg.request_timeout_ms),
+            ..ImdsOptions::default()
+        }
+    }
+}
+
+/// Why a metadata request failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The options cannot work (bad endpoint URL, TTL out of range).
+    Config(String),
+    /// The endpoint answered with a status that is neither success nor 404.
+    Status(u16),
+    Timeout,
+    Connect(String),
+    /// The connection failed after it was established (reset, closed early).
+    Transport(String),
+    BodyTooLarge {
+        limit: usize,
+    },
+    /// The body is not UTF-8 text, which every metadata value is.
+    NotText,
+    /// A 200 whose body cannot be what the path holds.
+    Malformed(String),
+    /// No session token could be obtained, so the GET was never sent.
+    Token {
+        cause: Box<ErrorKind>,
+        attempts: u32,
+    },
+}
+
+impl ErrorKind {
+    /// Worth another attempt: the endpoint may be restarting, throttling, or
+    /// briefly unreachable. A 4xx or a bad body will not improve.
+    fn retryable(&self) -> bool {
+        match self {
+            ErrorKind::Status(code) => *code == 429 || (500..600).contains(code),
+            ErrorKind::Timeout | ErrorKind::Connect(_) | ErrorKind::Transport(_) => true,
+            _ => false,
+        }
+    }
+}
+
+fn attempts_suffix(f: &mut fmt::Formatter<'_>, attempts: u32) -> fmt::Result {
+    match attempts {
+        0 | 1 => Ok(()),
+        n => write!(f, " after {n} attempts"),
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ErrorKind::Config(m) => write!(f, "{m}"),
+            ErrorKind::Status(code) => write!(f, "HTTP {code}"),
+            ErrorKind::Timeout => write!(f, "timed out"),
+            ErrorKind::Connect(m) => write!(f, "connect: {m}"),
+            ErrorKind::Transport(m) => write!(f, "connection: {m}"),
+            ErrorKind::BodyTooLarge { limit } => write!(f, "body exceeds {limit} bytes"),
+            ErrorKind::NotText => write!(f, "body is not UTF-8 text"),
+            ErrorKind::Malformed(m) => write!(f, "unexpected body: {m}"),
+            ErrorKind::Token { cause, attempts } => {
+                write!(f, "no session token (PUT {TOKEN_PATH}: {cause}")?;
+                attempts_suffix(f, *attempts)?;
+                write!(f, ")")
+            }
+        }
+    }
+}
+
+/// A metadata request that did not produce a value or a definite "absent".
+/// Displays as one line naming the endpoint, the request and the cause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImdsError {
+    endpoint: String,
+    method: &'static str,
+    /// Path from the root, e.g. `latest/meta-data/mac`.
+    path: String,
+    kind: ErrorKind,
+    attempts: u32,
+}
+
+impl ImdsError {
+    pub(crate) fn new(endpoint: &str, method: &'static str, path: &str, kind: ErrorKind) -> Self {
+        ImdsError {
+            endpoint: endpoint.to_string(),
+            method,
+            path: path.to_string(),
+            kind,
+            attempts: 1,
+        }
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub fn method(&self) -> &str {
+        self.method
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn kind(&self) -> &ErrorKind {
+        &self.kind
+    }
+
+    /// Attempts made before giving up (0 when none could be made).
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+}
+
+impl fmt::Display for ImdsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "metadata {}", self.endpoint)?;
+        if !self.path.is_empty() {
+            write!(f, " {} {}", self.method, self.path)?;
+        }
+        write!(f, ": {}", self.kind)?;
+        attempts_suffix(f, self.attempts)
+    }
+}
+
+impl std::error::Error for ImdsError {}
+
+/// A session token and the moment to stop using it.
+struct Token {
+    value: String,
+    renew_at: Instant,
+}
+
+/// What one exchange (with its retries) produced: a final status and body.
+struct Reply {
+    status: StatusCode,
+    body: String,
+    ttl: Option<u32>,
+    attempts: u32,
+}
+
+/// A failed exchange, before it is given its endpoint and path.
+struct Failure {
+    kind: ErrorKind,
+    attempts: u32,
+}
+
+/// An IMDSv2 client. Cheap to share by reference; concurrent `get`s share one
+/// token and one connection pool.
+pub struct ImdsClient {
+    http: reqwest::Client,
+    /// Endpoint without a trailing slash.
+    endpoint: String,
+    opts: ImdsOptions,
+    /// Held across the token PUT so that concurrent callers wait for one
+    /// token instead of each fetching their own.
+    token: Mutex<Option<Token>>,
+}
+
+impl fmt::Debug for ImdsClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImdsClient")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ImdsClient {
+    pub fn new(opts: ImdsOptions) -> Result<ImdsClient, ImdsError> {
+        let endpoint = opts.endpoint.trim_end_matches('/').to_string();
+        let config_err = |m: String| ImdsError::new(&endpoint, "", "", ErrorKind::Config(m));
+        match reqwest::Url::parse(&endpoint) {
+            Ok(url) if url.scheme() == "http" && url.host().is_some() => {}
+            Ok(_) => {
+                return Err(config_err(
+                    "endpoint must be an http:// URL with a host".into(),
+                ))
+            }
+            Err(e) => return Err(config_err(format!("invalid endpoint: {e}"))),
+        }
+        if !(1..=MAX_TOKEN_TTL_SECS).contains(&opts.token_ttl_secs) {
+            return Err(config_err(format!(
+                "token TTL {} is outside 1..={MAX_TOKEN_TTL_SECS} seconds",
+                opts.token_ttl_secs
+            )));
+        }
+        if opts.max_attempts == 0 {
+            return Err(config_err("max_attempts must be at least 1".into()));
+        }
+        if opts.request_timeout.is_zero() || opts.connect_timeout.is_zero() {
+            return Err(config_err("timeouts must be greater than zero".into()));
+        }
+        let http = reqwest::Client::builder()
+            // IMDS is link-local: a proxy from the environment (http_proxy in
+            // a service unit, a corporate default) could only misroute the
+            // requests or leak the token.
+            .no_proxy()
+            // IMDS never redirects; following one would send the token to
+            // wherever the redirect points.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(opts.connect_timeout)
+            .timeout(opts.request_timeout)
+            .user_agent(concat!("eniroute/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| config_err(format!("HTTP client: {}", root_cause(&e))))?;
+        Ok(ImdsClient {
+            http,
+            endpoint,
+            opts,
+            token: Mutex::new(None),
+        })
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub fn options(&self) -> &ImdsOptions {
+        &self.opts
+    }
+
+    /// GETs `path`, relative to `latest/meta-data/`. `Ok(None)` means the
+    /// endpoint said 404: the key does not exist. Any other failure is an
+    /// error after retries, never `None`.
+    pub async fn get(&self, path: &str) -> Result<Option<String>, ImdsError> {
+        let full = format!("{META_PREFIX}{}", path.trim_start_matches('/'));
+        let deadline = Instant::now() + self.opts.retry_budget;
+        let err = |kind, attempts| ImdsError {
+            attempts,
+            ..ImdsError::new(&self.endpoint, "GET", &full, kind)
+        };
+        let mut renewed = false;
+        loop {
+            let token = self.token(deadline).await.map_err(|f| {
+                err(
+                    ErrorKind::Token {
+                        cause: Box::new(f.kind),
+                        attempts: f.attempts,
+                    },
+                    0,
+                )
+            })?;
+            let reply = self
+                .exchange(Method::GET, &full, Some(&token), deadline)
+                .await
+                .map_err(|f| err(f.kind, f.attempts))?;
+            match reply.status {
+                s if s.is_success() => return Ok(Some(reply.body)),
+                StatusCode::NOT_FOUND => return Ok(None),
+                // The token expired early (IMDS restarted, the clock jumped)
+                // or was revoked: renew once and retry. A second 401 with a
+                // fresh token is a real refusal.
+                StatusCode::UNAUTHORIZED if !renewed => {
+                    renewed = true;
+                    self.forget_token(&token).await;
+                }
+                s => return Err(err(ErrorKind::Status(s.as_u16()), reply.attempts)),
+            }
+        }
+    }
+
+    /// A valid token, fetching a new one when there is none or the current
+    /// one has reached 80% of its lifetime. Renewing early leaves a margin
+    /// for clock drift and for requests in flight when the token expires,
+    /// instead of learning about expiry through a 401 and a second round trip.
+    async fn token(&self, deadline: Instant) -> Result<String, Failure> {
+        let mut slot = self.token.lock().await;
+        if let Some(t) = slot.as_ref() {
+            if Instant::now() < t.renew_at {
+                return Ok(t.value.clone());
+            }
+        }
+        let fetched_at = Instant::now();
+        let reply = self
+            .exchange(Method::PUT, TOKEN_PATH, None, deadline)
+            .await?;
+        if !reply.status.is_success() {
+            // 403 here usually means the request was forwarded (a proxy or a
+            // container whose hop limit IMDS refuses); 400 a bad TTL.
+            return Err(Failure {
+                kind: ErrorKind::Status(reply.status.as_u16()),
+                attempts: reply.attempts,
+            });
+        }
+        let value = reply.body.trim().to_string();
+        if value.is_empty() || value.contains(|c: char| c.is_control() || c == ' ') {
+            return Err(Failure {
+                kind: ErrorKind::Malformed("token is empty or not a header value".into()),
+                attempts: 1,
+            });
+        }
+        // IMDS echoes the lifetime it granted, which may be shorter than the
+        // one asked for; plan renewal on the shorter of the two.
+        let ttl = reply.ttl.map_or(self.opts.token_ttl_secs, |t| {
+            t.min(self.opts.token_ttl_secs)
+        });
+        let lifetime = Duration::from_secs(u64::from(ttl)).mul_f64(0.8);
+        *slot = Some(Token {
+            value: value.clone(),
+            renew_at: fetched_at + lifetime,
+        });
+        Ok(value)
+    }
+
+    /// Drops `stale` unless another caller has already replaced it.
+    async fn forget_token(&self, stale: &str) {
+        let mut slot = self.token.lock().await;
+        if slot.as_ref().is_some_and(|t| t.value == stale) {
+            *slot = None;
+        }
+    }
+
+    /// One request with retries. Returns the first reply whose status is not
+    /// worth retrying; fails on errors that are not, or when attempts or the
+    /// time budget run out.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Reply, Failure> {
+        let url = format!("{}/{path}", self.endpoint);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let limit = self.opts.request_timeout.min(remaining.max(MIN_ATTEMPT));
+            let kind = match tokio::time::timeout(limit, self.attempt(&method, &url, token)).await {
+                Ok(Ok(reply)) => {
+                    let kind = ErrorKind::Status(reply.status.as_u16());
+                    if !kind.retryable() {
+                        return Ok(Reply {
+                            attempts: attempt,
+                            ..reply
+                        });
+                    }
+                    kind
+                }
+                Ok(Err(kind)) => kind,
+                Err(_) => ErrorKind::Timeout,
+            };
+            let pause = backoff(self.opts.backoff_base, attempt);
+            let out_of_time = Instant::now() + pause + MIN_ATTEMPT > deadline;
+            if !kind.retryable() || attempt >= self.opts.max_attempts || out_of_time {
+                return Err(Failure {
+                    kind,
+                    attempts: attempt,
+                });
+            }
+            tracing::debug!(
+                "metadata {} {method} {path}: {kind}; retrying in {pause:?}",
+                self.endpoint
+            );
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: &str,
+        token: Option<&str>,
+    ) -> Result<Reply, ErrorKind> {
+        let mut req = self.http.request(method.clone(), url);
+        req = match token {
+            Some(t) => req.header(TOKEN_HEADER, t),
+            None => req.header(TTL_HEADER, self.opts.token_ttl_secs.to_string()),
+        };
+        let resp = req.send().await.map_err(|e| classify(&e))?;
+        let status = resp.status();
+        let ttl = resp
+            .headers()
+            .get(TTL_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
+        let body = read_capped(resp).await;
+        let body = if status.is_success() {
+            body?
+        } else {
+            // The body of an error is not used, but reading it (when small)
+            // lets the connection be reused: absent keys are common.
+            body.unwrap_or_default()
+        };
+        Ok(Reply {
+            status,
+            body,
+            ttl,
+            attempts: 1,
+        })
+    }
+}
+
+/// Reads the body in chunks and stops as soon as it exceeds [`MAX_BODY`], so
+/// a runaway endpoint cannot make the agent buffer without bound.
+async fn read_capped(mut resp: reqwest::Response) -> Result<String, ErrorKind> {
+    let too_large = ErrorKind::BodyTooLarge { limit: MAX_BODY };
+    if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(too_large);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| classify(&e))? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(too_large);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body).map_err(|_| ErrorKind::NotText)
+}
+
+fn classify(e: &reqwest::Error) -> ErrorKind {
+    if e.is_timeout() {
+        ErrorKind::Timeout
+    } else if e.is_connect() {
+        ErrorKind::Connect(root_cause(e))
+    } else {
+        ErrorKind::Transport(root_cause(e))
+    }
+}
+
+/// The innermost error's message: reqwest's outer layers repeat the URL,
+/// which the error's own prefix already names.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// The pause after failed attempt `attempt` (1-based): the base doubled per
+/// attempt, half of it fixed and half random, so that agents on many hosts
+/// restarted together do not retry in lockstep.
+fn backoff(base: Duration, attempt: u32) -> Duration {
+    let step = base
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF);
+    let half = step / 2;
+    half + half.mul_f64(jitter())
+}
+
+/// A number in [0, 1). Each `RandomState` is keyed from OS randomness, which
+/// is plenty for spreading retries and needs no random-number crate.
+fn jitter() -> f64 {
+    let x = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_within_jitter_and_caps() {
+        let base = Duration::from_millis(100);
+        for attempt in 1..=4 {
+            let step = base * (1 << (attempt - 1));
+            for _ in 0..50 {
+                let d = backoff(base, attempt);
+                assert!(d >= step / 2 && d <= step, "attempt {attempt}: {d:?}");
+            }
+        }
+        assert!(backoff(base, 40) <= MAX_BACKOFF);
+    }
+
+    #[test]
+    fn jitter_varies() {
+        let samples: Vec<f64> = (0..20).map(|_| jitter()).collect();
+        assert!(samples.iter().all(|j| (0.0..1.0).contains(j)));
+        assert!(samples.windows(2).any(|w| w[0] != w[1]));
+    }
+
+    #[test]
+    fn error_is_one_line_with_endpoint_path_and_cause() {
+        let e = ImdsError {
+            attempts: 4,
+            ..ImdsError::new(
+                "http://169.254.169.254",
+                "GET",
+                "latest/meta-data/network/interfaces/macs/",
+                ErrorKind::Status(500),
+            )
+        };
+        assert_eq!(
+            e.to_string(),
+            "metadata http://169.254.169.254 GET latest/meta-data/network/interfaces/macs/: HTTP 500 after 4 attempts"
+        );
+        let e = ImdsError::new(
+            "http://x",
+            "GET",
+            "latest/meta-data/mac",
+            ErrorKind::Token {
+                cause: Box::new(ErrorKind::Timeout),
+                attempts: 3,
+            },
+        );
+        assert_eq!(
+            e.to_string(),
+            "metadata http://x GET latest/meta-data/mac: no session token (PUT latest/api/token: timed out after 3 attempts)"
+        );
+    }
+
+    #[test]
+    fn rejects_unusable_options() {
+        for endpoint in ["169.254.169.254", "https://169.254.169.254", "http://"] {
+            let opts = ImdsOptions {
+                endpoint: endpoint.into(),
+                ..ImdsOptions::default()
+            };
+            assert!(ImdsClient::new(opts).is_err(), "{endpoint}");
+        }
+        let e = ImdsClient::new(ImdsOptions {
+            request_timeout: Duration::ZERO,
+            ..ImdsOptions::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("timeouts"), "{e}");
+        for ttl in [0, MAX_TOKEN_TTL_SECS + 1] {
+            let opts = ImdsOptions {
+                token_ttl_secs: ttl,
+                ..ImdsOptions::default()
+            };
+            let e = ImdsClient::new(opts).unwrap_err();
+            assert!(e.to_string().contains("token TTL"), "{e}");
+        }
+        let c = ImdsClient::new(ImdsOptions {
+            endpoint: "http://127.0.0.1:1/".into(),
+            ..ImdsOptions::default()
+        })
+        .unwrap();
+        assert_eq!(c.endpoint(), "http://127.0.0.1:1");
+    }
+
+    #[test]
+    fn retry_classes() {
+        for code in [429, 500, 503] {
+            assert!(ErrorKind::Status(code).retryable(), "{code}");
+        }
+        for code in [400, 401, 403, 404] {
+            assert!(!ErrorKind::Status(code).retryable(), "{code}");
+        }
+        assert!(!ErrorKind::BodyTooLarge { limit: MAX_BODY }.retryable());
+    }
+}
