@@ -538,6 +538,9 @@ pub fn check(text: &str, path: &Path) -> Result<Config, Vec<ConfigError>> {
     Err(errors)
 }
 
+/// The top-level keys of the file.
+const SECTIONS: &[&str] = &["metadata", "numbering", "selection", "eni", "log"];
+
 /// serde stops at the first error; deserialising each section on its own
 /// finds one error per section, so a file with a typo in `[metadata]` and one
 /// in `[[eni]]` reports both.
@@ -568,13 +571,26 @@ fn section_errors(
     .into_iter()
     .flatten()
     .collect();
-    // Nothing wrong inside a section: the error is at the top level (an
-    // unknown section name).
-    let found = if found.is_empty() { vec![whole] } else { found };
     let mut errors: Vec<ConfigError> = found
         .iter()
         .map(|e| serde_error(text, path, Some(positions), e))
         .collect();
+    for (name, offset) in positions.top_level() {
+        if !SECTIONS.contains(&name) {
+            errors.push(ConfigError {
+                path: path.to_path_buf(),
+                line: offset.map(|o| positions::line_of(text, o)),
+                message: format!(
+                    "unknown section `{name}`, expected one of {}; fix the spelling or remove \
+                     it (see CONFIG.md)",
+                    SECTIONS.join(", ")
+                ),
+            });
+        }
+    }
+    if errors.is_empty() {
+        errors.push(serde_error(text, path, Some(positions), &whole));
+    }
     errors.sort_by_key(|e| e.line);
     errors
 }
@@ -709,6 +725,16 @@ mod tests {
         assert!(glob_match("eth[", "eth["));
         assert!(!glob_match("eth[", "eth1"));
         assert!(glob_match("*[0-9]", "vlan.eth.42"));
+    }
+
+    #[test]
+    fn sections_are_the_top_level_keys() {
+        let table: toml::Table = toml::from_str(&render_effective(&Config::default())).unwrap();
+        let mut keys: Vec<&str> = table.keys().map(String::as_str).collect();
+        let mut sections = SECTIONS.to_vec();
+        keys.sort_unstable();
+        sections.sort_unstable();
+        assert_eq!(keys, sections);
     }
 
     #[test]

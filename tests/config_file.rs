@@ -488,7 +488,26 @@ fn file_level_errors() {
         ("# only comments\n", Good),
         (
             "[metadata]\n[logging]\nlevel = \"info\"\n",
-            Bad(2, &["unknown field `logging`", "`log`"]),
+            Bad(
+                2,
+                &[
+                    "unknown section `logging`",
+                    "metadata, numbering, selection, eni, log",
+                ],
+            ),
+        ),
+        ("verbose = true\n", Bad(1, &["unknown section `verbose`"])),
+        (
+            "[metadata]\ntoken_ttl_secs = 1979-05-27\n",
+            Bad(2, &["metadata.token_ttl_secs", "invalid type"]),
+        ),
+        (
+            "[metadata]\ntoken_ttl_secs = 1.5\n",
+            Bad(2, &["metadata.token_ttl_secs", "invalid type"]),
+        ),
+        (
+            "[selection]\nexclude = [[1, 2]]\n",
+            Bad(2, &["selection.exclude", "invalid type"]),
         ),
         ("\n\n[metadata\n", Bad(3, &["invalid table header"])),
         (
@@ -525,6 +544,14 @@ format = \"xml\"
     let first = parse(text, Path::new(FILE)).unwrap_err();
     assert_eq!(first.line, Some(2));
     assert!(first.message.contains("token_ttl_secs"));
+}
+
+#[test]
+fn unknown_section_is_reported_beside_errors_in_known_ones() {
+    let errs = errors("[metadata]\nuse_ipv6 = 1\n\n[logs]\nlevel = \"info\"\n");
+    let lines: Vec<Option<usize>> = errs.iter().map(|e| e.line).collect();
+    assert_eq!(lines, [Some(2), Some(4)], "{errs:#?}");
+    assert!(errs[1].message.contains("unknown section `logs`"));
 }
 
 #[test]

@@ -98,6 +98,11 @@ impl Positions {
         best
     }
 
+    /// The top-level keys and where their values start.
+    pub fn top_level(&self) -> impl Iterator<Item = (&str, Option<usize>)> {
+        self.keys.iter().map(|(k, p)| (k.as_str(), p.offset(&[])))
+    }
+
     /// The innermost key path whose value contains `offset`.
     pub fn path_at(&self, offset: usize) -> Vec<String> {
         let mut out = Vec::new();
