@@ -639,6 +639,9 @@ fn load_explicit_file() {
     assert_eq!(e.line, Some(3));
     let all = load_checked(Some(&path)).unwrap_err();
     assert_eq!(all.len(), 1);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 /// A configuration with every optional field set and every list non-empty.
