@@ -5,9 +5,18 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
+use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 
 use crate::imds::model::{Eni, Mac};
+
+mod positions;
+mod validate;
+
+pub use validate::{
+    LOG_FORMATS, LOG_LEVELS, MAX_TABLE_BASE, MIN_TABLE_BASE, MTU_MAX, MTU_MIN, RESERVED_PROTOCOLS,
+    TABLE_SPAN,
+};
 
 pub const DEFAULT_PATH: &str = "/etc/eniroute/config.toml";
 
@@ -108,10 +117,13 @@ impl Default for Selection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct EniMatch {
-    /// Interface name glob (`*` and `?`).
+    /// Interface name glob (`*`, `?`, `[…]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_opt_mac"
+    )]
     pub mac: Option<Mac>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eni_id: Option<String>,
@@ -143,17 +155,19 @@ impl EniMatch {
     }
 }
 
-/// `*` matches any run of characters, `?` any one character.
+/// Shell-style glob: `*` matches any run of characters, `?` any one
+/// character, `[…]` one character of a set (`[0-9]`, `[!0]` for "not 0"); a
+/// `[` without a closing `]` is an ordinary character.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p: Vec<char> = pattern.chars().collect();
+    let p = glob_tokens(pattern);
     let t: Vec<char> = text.chars().collect();
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+        if pi < p.len() && p[pi] != GlobTok::Star && p[pi].matches(t[ti]) {
             pi += 1;
             ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && p[pi] == GlobTok::Star {
             star = Some((pi, ti));
             pi += 1;
         } else if let Some((sp, st)) = star {
@@ -164,7 +178,88 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    p[pi..].iter().all(|tok| *tok == GlobTok::Star)
+}
+
+/// Whether `pattern` uses any glob syntax (else it names one interface).
+pub fn is_glob(pattern: &str) -> bool {
+    glob_tokens(pattern)
+        .iter()
+        .any(|t| !matches!(t, GlobTok::Lit(_)))
+}
+
+#[derive(Debug, PartialEq)]
+enum GlobTok {
+    Lit(char),
+    Any,
+    Star,
+    Class {
+        negated: bool,
+        ranges: Vec<(char, char)>,
+    },
+}
+
+impl GlobTok {
+    fn matches(&self, c: char) -> bool {
+        match self {
+            GlobTok::Lit(l) => *l == c,
+            GlobTok::Any => true,
+            GlobTok::Star => false,
+            GlobTok::Class { negated, ranges } => {
+                ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated
+            }
+        }
+    }
+}
+
+fn glob_tokens(pattern: &str) -> Vec<GlobTok> {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        match chars[i] {
+            '*' => out.push(GlobTok::Star),
+            '?' => out.push(GlobTok::Any),
+            '[' => {
+                if let Some((tok, next)) = glob_class(&chars, i + 1) {
+                    out.push(tok);
+                    i = next;
+                    continue;
+                }
+                out.push(GlobTok::Lit('['));
+            }
+            c => out.push(GlobTok::Lit(c)),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Parses a set starting after its `[`; returns it and the index after `]`.
+fn glob_class(chars: &[char], mut i: usize) -> Option<(GlobTok, usize)> {
+    let negated = matches!(chars.get(i), Some('!' | '^'));
+    if negated {
+        i += 1;
+    }
+    let mut ranges = Vec::new();
+    let mut first = true;
+    loop {
+        let c = *chars.get(i)?;
+        if c == ']' && !first {
+            return Some((GlobTok::Class { negated, ranges }, i + 1));
+        }
+        first = false;
+        match (chars.get(i + 1), chars.get(i + 2)) {
+            (Some('-'), Some(&hi)) if hi != ']' => {
+                ranges.push((c, hi));
+                i += 3;
+            }
+            _ => {
+                ranges.push((c, c));
+                i += 1;
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,10 +283,61 @@ impl RpFilter {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserRoute {
+    #[serde(deserialize_with = "de_cidr")]
     pub dst: IpNet,
     /// Gateway; defaults to the subnet router of the ENI.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_opt_gateway"
+    )]
     pub via: Option<IpAddr>,
+}
+
+// The stock messages of the address types ("invalid IP address syntax") do
+// not say which form is wanted; these say it, and the caller adds the line.
+
+fn de_cidr<'de, D: Deserializer<'de>>(d: D) -> Result<IpNet, D::Error> {
+    let s = String::deserialize(d)?;
+    if let Ok(net) = s.parse::<IpNet>() {
+        return Ok(net);
+    }
+    let msg = match s.parse::<IpAddr>() {
+        Ok(IpAddr::V4(_)) => {
+            format!("{s:?} is an address, not a CIDR block; write {s}/32 for a single host")
+        }
+        Ok(IpAddr::V6(_)) => {
+            format!("{s:?} is an address, not a CIDR block; write {s}/128 for a single host")
+        }
+        Err(_) => format!(
+            "{s:?} is not a CIDR block; write address/prefix-length, e.g. 10.20.0.0/16 or \
+             2001:db8::/56"
+        ),
+    };
+    Err(de::Error::custom(msg))
+}
+
+fn de_opt_gateway<'de, D: Deserializer<'de>>(d: D) -> Result<Option<IpAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    match s.parse::<IpAddr>() {
+        Ok(a) => Ok(Some(a)),
+        Err(_) if s.contains('/') => Err(de::Error::custom(format!(
+            "{s:?} has a prefix length; a gateway is a single address, e.g. 10.1.0.1"
+        ))),
+        Err(_) => Err(de::Error::custom(format!(
+            "{s:?} is not an IP address; give the gateway's address, e.g. 10.1.0.1"
+        ))),
+    }
+}
+
+fn de_opt_mac<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Mac>, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse::<Mac>().map(Some).map_err(|_| {
+        de::Error::custom(format!(
+            "{s:?} is not a MAC address; write six hex octets separated by colons, e.g. \
+             0a:1b:2c:3d:4e:5f"
+        ))
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -311,9 +457,15 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Loads the file at `path`. A missing file at the default path means "all
-/// defaults"; a missing file the user named explicitly is an error.
+/// Loads the file at `path`, stopping at the first problem. A missing file
+/// at the default path means "all defaults"; a missing file the user named
+/// explicitly is an error.
 pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    load_checked(path).map_err(first)
+}
+
+/// Like [`load`], but reports every problem in the file.
+pub fn load_checked(path: Option<&Path>) -> Result<Config, Vec<ConfigError>> {
     let (path, explicit) = match path {
         Some(p) => (p.to_path_buf(), true),
         None => (PathBuf::from(DEFAULT_PATH), false),
@@ -324,27 +476,232 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
             return Ok(Config::default())
         }
         Err(e) => {
-            return Err(ConfigError {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                "; create it, or leave the path out to run with defaults"
+            } else {
+                ""
+            };
+            return Err(vec![ConfigError {
                 path,
                 line: None,
-                message: format!("cannot read: {e}"),
-            })
+                message: format!("cannot read the configuration file: {e}{hint}"),
+            }]);
         }
     };
-    parse(&text, &path)
+    check(&text, &path)
 }
 
+/// Parses and validates `text` (read from `path`), stopping at the first
+/// problem.
 pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    toml::from_str(text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+    check(text, path).map_err(first)
+}
+
+fn first(mut errors: Vec<ConfigError>) -> ConfigError {
+    if errors.is_empty() {
+        // `check` never fails without a reason; keep the signature total anyway.
         ConfigError {
-            path: path.to_path_buf(),
-            line,
-            message: e.message().to_string(),
+            path: PathBuf::new(),
+            line: None,
+            message: "invalid configuration".into(),
         }
-    })
+    } else {
+        errors.swap_remove(0)
+    }
+}
+
+/// Parses and validates `text` (read from `path`) and reports every problem
+/// found, in line order, each naming the line of the offending value.
+pub fn check(text: &str, path: &Path) -> Result<Config, Vec<ConfigError>> {
+    let positions = match positions::Positions::parse(text) {
+        Ok(p) => p,
+        Err(e) => return Err(vec![serde_error(text, path, None, &e)]),
+    };
+    let config: Config = match toml::from_str(text) {
+        Ok(c) => c,
+        Err(e) => return Err(section_errors(text, path, &positions, e)),
+    };
+    let mut errors: Vec<ConfigError> = validate::validate(&config)
+        .into_iter()
+        .map(|p| ConfigError {
+            path: path.to_path_buf(),
+            line: positions
+                .offset(&p.path)
+                .map(|o| positions::line_of(text, o)),
+            message: p.message,
+        })
+        .collect();
+    if errors.is_empty() {
+        return Ok(config);
+    }
+    errors.sort_by_key(|e| e.line);
+    Err(errors)
+}
+
+/// The top-level keys of the file.
+const SECTIONS: &[&str] = &["metadata", "numbering", "selection", "eni", "log"];
+
+/// serde stops at the first error; deserialising each section on its own
+/// finds one error per section, so a file with a typo in `[metadata]` and one
+/// in `[[eni]]` reports both.
+fn section_errors(
+    text: &str,
+    path: &Path,
+    positions: &positions::Positions,
+    whole: toml::de::Error,
+) -> Vec<ConfigError> {
+    macro_rules! only {
+        ($field:ident: $ty:ty) => {{
+            #[derive(Deserialize)]
+            struct Only {
+                #[serde(default)]
+                #[allow(dead_code)]
+                $field: $ty,
+            }
+            toml::from_str::<Only>(text).err()
+        }};
+    }
+    let found: Vec<toml::de::Error> = [
+        only!(metadata: MetadataConfig),
+        only!(numbering: Numbering),
+        only!(selection: Selection),
+        only!(eni: Vec<EniOverride>),
+        only!(log: LogConfig),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let mut errors: Vec<ConfigError> = found
+        .iter()
+        .map(|e| serde_error(text, path, Some(positions), e))
+        .collect();
+    for (name, offset) in positions.top_level() {
+        if !SECTIONS.contains(&name) {
+            errors.push(ConfigError {
+                path: path.to_path_buf(),
+                line: offset.map(|o| positions::line_of(text, o)),
+                message: format!(
+                    "unknown section `{name}`, expected one of {}; fix the spelling or remove \
+                     it (see CONFIG.md)",
+                    SECTIONS.join(", ")
+                ),
+            });
+        }
+    }
+    if errors.is_empty() {
+        errors.push(serde_error(text, path, Some(positions), &whole));
+    }
+    errors.sort_by_key(|e| e.line);
+    errors
+}
+
+fn serde_error(
+    text: &str,
+    path: &Path,
+    positions: Option<&positions::Positions>,
+    e: &toml::de::Error,
+) -> ConfigError {
+    let offset = e.span().map(|s| s.start);
+    let key = match (positions, offset) {
+        (Some(p), Some(o)) => p.path_at(o).join("."),
+        _ => String::new(),
+    };
+    let mut message = e.message().trim().replace('\n', " ");
+    // serde names Rust types; operators know TOML values.
+    for (rust, toml_word) in [
+        ("expected u8", "expected a whole number from 0 to 255"),
+        (
+            "expected u32",
+            "expected a whole number from 0 to 4294967295",
+        ),
+        ("expected u64", "expected a whole number of 0 or more"),
+    ] {
+        message = message.replace(rust, toml_word);
+    }
+    if message.starts_with("unknown field") {
+        message.push_str("; fix the spelling or remove the key (see CONFIG.md)");
+    } else if message.starts_with("missing field") {
+        message.push_str("; add it");
+    }
+    ConfigError {
+        path: path.to_path_buf(),
+        line: offset.map(|o| positions::line_of(text, o)),
+        message: if key.is_empty() {
+            message
+        } else {
+            format!("{key}: {message}")
+        },
+    }
+}
+
+/// The configuration in force, defaults filled in, as TOML that parses back
+/// to the same `Config`.
+pub fn render_effective(config: &Config) -> String {
+    match toml::to_string_pretty(config) {
+        Ok(text) => {
+            // A blank line before each table header, for reading; every
+            // string here is single-line, so a header is a line starting `[`.
+            let mut out = String::with_capacity(text.len() + 64);
+            for line in text.lines() {
+                if line.starts_with('[') && !out.is_empty() {
+                    out.push('\n');
+                }
+                out.push_str(line);
+                out.push('\n');
+            }
+            out
+        }
+        // Every field is a string, number, bool or table; serialising cannot
+        // fail, but an operator asking for the effective configuration gets a
+        // reason rather than a panic if it ever does.
+        Err(e) => format!("# cannot render the configuration: {e}\n"),
+    }
+}
+
+/// Tables in the agent's range that already hold routes it did not create.
+/// `tables_in_use_by_others` comes from the kernel (every table with a route
+/// whose protocol is not the agent's); each collision is one message.
+pub fn table_collisions(config: &Config, tables_in_use_by_others: &[u32]) -> Vec<String> {
+    let base = config.numbering.table_base;
+    let end = base.saturating_add(TABLE_SPAN);
+    let mut tables: Vec<u32> = tables_in_use_by_others
+        .iter()
+        .copied()
+        .filter(|t| (base..end).contains(t))
+        .collect();
+    tables.sort_unstable();
+    tables.dedup();
+    tables
+        .into_iter()
+        .map(|t| {
+            format!(
+                "table {t} holds routes eniroute did not create, but lies in its range \
+                 {base}-{} (numbering.table_base = {base}); move numbering.table_base to a free \
+                 range or move the other routes",
+                end - 1
+            )
+        })
+        .collect()
+}
+
+/// Keys changed between the running and a newly loaded configuration that a
+/// reload cannot apply: the numbering identifies what the agent owns in the
+/// kernel, and the log format is fixed when logging starts.
+pub fn restart_required(running: &Config, new: &Config) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    if running.numbering.table_base != new.numbering.table_base {
+        keys.push("numbering.table_base");
+    }
+    if running.numbering.ifgroup != new.numbering.ifgroup {
+        keys.push("numbering.ifgroup");
+    }
+    if running.numbering.protocol != new.numbering.protocol {
+        keys.push("numbering.protocol");
+    }
+    if running.log.format != new.log.format {
+        keys.push("log.format");
+    }
+    keys
 }
 
 #[cfg(test)]
@@ -358,5 +715,33 @@ mod tests {
         assert!(!glob_match("eth?", "eth10"));
         assert!(glob_match("*", ""));
         assert!(!glob_match("ens", "ens5"));
+        assert!(glob_match("eth[1-9]*", "eth1"));
+        assert!(glob_match("eth[1-9]*", "eth15"));
+        assert!(!glob_match("eth[1-9]*", "eth0"));
+        assert!(glob_match("eth[!0]", "eth3"));
+        assert!(!glob_match("eth[!0]", "eth0"));
+        assert!(glob_match("ens[56]", "ens6"));
+        assert!(glob_match("a[]]b", "a]b"));
+        assert!(glob_match("eth[", "eth["));
+        assert!(!glob_match("eth[", "eth1"));
+        assert!(glob_match("*[0-9]", "vlan.eth.42"));
+    }
+
+    #[test]
+    fn sections_are_the_top_level_keys() {
+        let table: toml::Table = toml::from_str(&render_effective(&Config::default())).unwrap();
+        let mut keys: Vec<&str> = table.keys().map(String::as_str).collect();
+        let mut sections = SECTIONS.to_vec();
+        keys.sort_unstable();
+        sections.sort_unstable();
+        assert_eq!(keys, sections);
+    }
+
+    #[test]
+    fn glob_detection() {
+        assert!(is_glob("eth*"));
+        assert!(is_glob("eth[12]"));
+        assert!(!is_glob("eth1"));
+        assert!(!is_glob("eth["));
     }
 }
