@@ -120,9 +120,7 @@ impl EventSocket {
                     }
                 }
                 Err(e) if e.raw_os_error() == Some(libc_errno::ENOBUFS) => {
-                    // Whatever is still queued predates the loss and is
-                    // covered by the full re-read the caller now does.
-                    self.pending.clear();
+                    self.drain();
                     return Ok(Event::Overrun);
                 }
                 Err(e) => return Err(io_error(CALL, OBJECT, &e)),
@@ -130,6 +128,35 @@ impl EventSocket {
         }
     }
 }
+
+impl EventSocket {
+    /// Empties the socket's queue after an overrun. The kernel reports an
+    /// overrun once, then silently drops every notification until the
+    /// queue has been read empty; draining it now, before the caller
+    /// re-reads the kernel's state, makes every change after that re-read
+    /// visible again. What is dropped here predates the re-read.
+    fn drain(&mut self) {
+        self.pending.clear();
+        let socket = self.socket.socket_ref();
+        let mut buf = Vec::with_capacity(DRAIN_CHUNK);
+        for _ in 0..DRAIN_LIMIT {
+            buf.clear();
+            match socket.recv(&mut buf, 0) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc_errno::ENOBUFS) => {}
+                // EAGAIN: empty (the socket is non-blocking).
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// Read size when draining; longer messages are truncated, which is fine
+/// for messages being discarded.
+const DRAIN_CHUNK: usize = 64 << 10;
+/// Bounds draining under a storm of notifications; the caller re-reads
+/// anyway.
+const DRAIN_LIMIT: usize = 1 << 16;
 
 /// Turns one datagram into events. A message that does not parse is
 /// skipped: one odd notification must not stop the daemon from hearing the
