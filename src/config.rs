@@ -126,9 +126,7 @@ pub struct EniMatch {
 impl EniMatch {
     /// Whether this matcher selects `eni` on the link called `link_name`.
     pub fn matches(&self, eni: &Eni, link_name: &str) -> bool {
-        self.name
-            .as_deref()
-            .is_none_or(|g| glob_match(g, link_name))
+        self.name.as_deref().is_none_or(|g| glob_match(g, link_name))
             && self.mac.is_none_or(|m| m == eni.mac)
             && self
                 .eni_id
@@ -272,11 +270,7 @@ impl Config {
             assign_addresses: true,
             assign_prefix_addresses: false,
         };
-        for ov in self
-            .enis
-            .iter()
-            .filter(|ov| ov.matcher.matches(eni, link_name))
-        {
+        for ov in self.enis.iter().filter(|ov| ov.matcher.matches(eni, link_name)) {
             o.main_routes.extend(ov.main_routes.iter().cloned());
             o.table_routes.extend(ov.table_routes.iter().cloned());
             o.cross_vpc = ov.cross_vpc.unwrap_or(o.cross_vpc);

@@ -86,7 +86,10 @@ impl Plan {
 pub fn plan(instance: &Instance, links: &[Link], config: &Config) -> Plan {
     let mut plan = Plan::default();
     let base = config.numbering.table_base;
-    let by_mac: BTreeMap<Mac, &Link> = links.iter().filter_map(|l| l.mac.map(|m| (m, l))).collect();
+    let by_mac: BTreeMap<Mac, &Link> = links
+        .iter()
+        .filter_map(|l| l.mac.map(|m| (m, l)))
+        .collect();
     let primary_vpc_v4: Vec<Ipv4Net> = instance
         .ready()
         .find(|e| e.mac == instance.primary_mac)
@@ -112,14 +115,12 @@ pub fn plan(instance: &Instance, links: &[Link], config: &Config) -> Plan {
         let eni = match state {
             EniState::Ready(eni) => eni,
             EniState::NotReady { mac, reason } => {
-                plan.enis
-                    .push(summary(*mac, None, EniStatus::NotReady(reason.clone())));
+                plan.enis.push(summary(*mac, None, EniStatus::NotReady(reason.clone())));
                 continue;
             }
             EniState::Invalid { mac, error } => {
                 plan.warnings.push(error.clone());
-                plan.enis
-                    .push(summary(*mac, None, EniStatus::Invalid(error.clone())));
+                plan.enis.push(summary(*mac, None, EniStatus::Invalid(error.clone())));
                 continue;
             }
         };
@@ -265,10 +266,9 @@ impl EniPlanner<'_> {
             // Hot-plugged ENIs often get no DHCP lease: give the link its
             // primary address with the subnet prefix, unless someone else
             // already put an address from that subnet there.
-            let foreign_in_subnet =
-                self.link.addresses.iter().any(|a| {
-                    !a.owned && matches!(a.addr, IpNet::V4(n) if subnet.contains(&n.addr()))
-                });
+            let foreign_in_subnet = self.link.addresses.iter().any(|a| {
+                !a.owned && matches!(a.addr, IpNet::V4(n) if subnet.contains(&n.addr()))
+            });
             if !foreign_in_subnet {
                 let net = Ipv4Net::new(primary, subnet.prefix_len()).unwrap_or(subnet);
                 self.address(IpNet::V4(net), false);
@@ -312,23 +312,13 @@ impl EniPlanner<'_> {
         if let (Some(subnet), Some(router)) = (eni.subnet_v4, eni.router_v4()) {
             let src = eni.primary_ipv4().map(IpAddr::V4);
             self.route(t, IpNet::V4(subnet), None, src);
-            self.route(
-                t,
-                IpNet::V4(Ipv4Net::default()),
-                Some(IpAddr::V4(router)),
-                None,
-            );
+            self.route(t, IpNet::V4(Ipv4Net::default()), Some(IpAddr::V4(router)), None);
         }
         if !eni.ipv6s.is_empty() || !eni.ipv6_prefixes.is_empty() {
             for subnet in &eni.subnet_v6 {
                 self.route(t, IpNet::V6(*subnet), None, None);
             }
-            self.route(
-                t,
-                IpNet::V6(Ipv6Net::default()),
-                Some(IpAddr::V6(IPV6_ROUTER)),
-                None,
-            );
+            self.route(t, IpNet::V6(Ipv6Net::default()), Some(IpAddr::V6(IPV6_ROUTER)), None);
         }
         for r in self.opts.table_routes.clone() {
             if let Some(gw) = self.user_gateway(&r) {
@@ -361,9 +351,7 @@ impl EniPlanner<'_> {
         };
         let on_subnet = match gw {
             IpAddr::V4(g) => eni.subnet_v4.is_some_and(|s| s.contains(&g)),
-            IpAddr::V6(g) => {
-                g.segments()[0] == 0xfe80 || eni.subnet_v6.iter().any(|s| s.contains(&g))
-            }
+            IpAddr::V6(g) => g.segments()[0] == 0xfe80 || eni.subnet_v6.iter().any(|s| s.contains(&g)),
         };
         if !on_subnet || Family::of(&r.dst) != family_of_ip(gw) {
             self.plan.warnings.push(format!(
@@ -381,11 +369,7 @@ impl EniPlanner<'_> {
         let src4 = self.eni.primary_ipv4().map(IpAddr::V4);
         for r in self.opts.main_routes.clone() {
             if let Some(gw) = self.user_gateway(&r) {
-                let src = if matches!(r.dst, IpNet::V4(_)) {
-                    src4
-                } else {
-                    None
-                };
+                let src = if matches!(r.dst, IpNet::V4(_)) { src4 } else { None };
                 self.route(MAIN_TABLE, r.dst, Some(gw), src);
             }
         }
@@ -399,10 +383,7 @@ impl EniPlanner<'_> {
         let src = eni.primary_ipv4().map(IpAddr::V4);
         if let Some(router) = eni.router_v4() {
             for cidr in &eni.vpc_v4 {
-                if let Some(p) = primary_v4
-                    .iter()
-                    .find(|p| p.contains(cidr) || cidr.contains(*p))
-                {
+                if let Some(p) = primary_v4.iter().find(|p| p.contains(cidr) || cidr.contains(*p)) {
                     self.plan.warnings.push(format!(
                         "ENI {} ({}): VPC CIDR {cidr} overlaps the primary VPC's {p}; not routed",
                         eni.label(),
@@ -415,10 +396,7 @@ impl EniPlanner<'_> {
         }
         if !eni.ipv6s.is_empty() {
             for cidr in &eni.vpc_v6 {
-                if let Some(p) = primary_v6
-                    .iter()
-                    .find(|p| p.contains(cidr) || cidr.contains(*p))
-                {
+                if let Some(p) = primary_v6.iter().find(|p| p.contains(cidr) || cidr.contains(*p)) {
                     self.plan.warnings.push(format!(
                         "ENI {} ({}): VPC CIDR {cidr} overlaps the primary VPC's {p}; not routed",
                         eni.label(),
@@ -426,12 +404,7 @@ impl EniPlanner<'_> {
                     ));
                     continue;
                 }
-                self.route(
-                    MAIN_TABLE,
-                    IpNet::V6(*cidr),
-                    Some(IpAddr::V6(IPV6_ROUTER)),
-                    None,
-                );
+                self.route(MAIN_TABLE, IpNet::V6(*cidr), Some(IpAddr::V6(IPV6_ROUTER)), None);
             }
         }
     }

@@ -111,10 +111,7 @@ impl EniKey {
 
     pub fn new(card: u32, device: u32) -> Result<Self, String> {
         if card > Self::MAX_CARD {
-            return Err(format!(
-                "network card {card} is out of range 0..={}",
-                Self::MAX_CARD
-            ));
+            return Err(format!("network card {card} is out of range 0..={}", Self::MAX_CARD));
         }
         if device > Self::MAX_DEVICE {
             return Err(format!(
@@ -185,15 +182,9 @@ pub enum EniState {
     Ready(Eni),
     /// Metadata for a new ENI is still propagating (absent MAC, device-number
     /// reading 0 on a secondary ENI): retry soon, configure nothing from it.
-    NotReady {
-        mac: Mac,
-        reason: String,
-    },
+    NotReady { mac: Mac, reason: String },
     /// A value failed validation; this ENI is left alone, the others are not.
-    Invalid {
-        mac: Mac,
-        error: String,
-    },
+    Invalid { mac: Mac, error: String },
 }
 
 impl EniState {
@@ -235,13 +226,7 @@ mod tests {
     fn mac_normalises_and_rejects() {
         let m: Mac = "0A:1b:2C:3d:4E:5f".parse().unwrap();
         assert_eq!(m.to_string(), "0a:1b:2c:3d:4e:5f");
-        for bad in [
-            "",
-            "0a:1b:2c:3d:4e",
-            "0a:1b:2c:3d:4e:5f:00",
-            "0a:1b:2c:3d:4e:zz",
-            "a:1b:2c:3d:4e:5f",
-        ] {
+        for bad in ["", "0a:1b:2c:3d:4e", "0a:1b:2c:3d:4e:5f:00", "0a:1b:2c:3d:4e:zz", "a:1b:2c:3d:4e:5f"] {
             assert!(bad.parse::<Mac>().is_err(), "{bad} should be rejected");
         }
     }

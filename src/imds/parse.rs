@@ -41,11 +41,7 @@ pub fn mac_listing(body: &str) -> Result<Vec<Mac>, String> {
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
-        .map(|l| {
-            l.trim_end_matches('/')
-                .parse::<Mac>()
-                .map_err(|e| e.to_string())
-        })
+        .map(|l| l.trim_end_matches('/').parse::<Mac>().map_err(|e| e.to_string()))
         .collect::<Result<Vec<_>, _>>()?;
     macs.sort();
     macs.dedup();
@@ -153,9 +149,7 @@ fn parse_eni(mac: Mac, primary: bool, keys: &EniKeys) -> Result<Parsed, String> 
 /// Reads a whole instance through `get` (a path relative to
 /// `latest/meta-data/` → its value, `None` for 404). Used on fixture trees;
 /// the HTTP client does the same walk with its own error handling.
-pub fn instance_from(
-    get: impl Fn(&str) -> Option<String>,
-) -> Result<super::model::Instance, String> {
+pub fn instance_from(get: impl Fn(&str) -> Option<String>) -> Result<super::model::Instance, String> {
     let primary_mac: Mac = get("mac")
         .ok_or("top-level mac missing")?
         .trim()
@@ -167,12 +161,7 @@ pub fn instance_from(
         .map(|mac| {
             let keys: EniKeys = ENI_KEYS
                 .iter()
-                .map(|k| {
-                    (
-                        k.to_string(),
-                        get(&format!("network/interfaces/macs/{mac}/{k}")),
-                    )
-                })
+                .map(|k| (k.to_string(), get(&format!("network/interfaces/macs/{mac}/{k}"))))
                 .collect();
             eni(mac, mac == primary_mac, &keys)
         })
@@ -195,36 +184,17 @@ mod tests {
 
     #[test]
     fn secondary_with_device_zero_is_not_ready() {
-        let k = keys(&[
-            ("device-number", "0"),
-            ("local-ipv4s", "10.0.2.20"),
-            ("subnet-ipv4-cidr-block", "10.0.2.0/24"),
-        ]);
-        assert!(matches!(
-            eni(MAC.parse().unwrap(), false, &k),
-            EniState::NotReady { .. }
-        ));
-        assert!(matches!(
-            eni(MAC.parse().unwrap(), true, &k),
-            EniState::Ready(_)
-        ));
+        let k = keys(&[("device-number", "0"), ("local-ipv4s", "10.0.2.20"), ("subnet-ipv4-cidr-block", "10.0.2.0/24")]);
+        assert!(matches!(eni(MAC.parse().unwrap(), false, &k), EniState::NotReady { .. }));
+        assert!(matches!(eni(MAC.parse().unwrap(), true, &k), EniState::Ready(_)));
     }
 
     #[test]
     fn garbage_names_mac_key_and_value() {
-        let k = keys(&[
-            ("device-number", "1"),
-            ("local-ipv4s", "10.0.2.300"),
-            ("subnet-ipv4-cidr-block", "10.0.2.0/24"),
-        ]);
+        let k = keys(&[("device-number", "1"), ("local-ipv4s", "10.0.2.300"), ("subnet-ipv4-cidr-block", "10.0.2.0/24")]);
         match eni(MAC.parse().unwrap(), false, &k) {
             EniState::Invalid { error, .. } => {
-                assert!(
-                    error.contains(MAC)
-                        && error.contains("local-ipv4s")
-                        && error.contains("10.0.2.300"),
-                    "{error}"
-                )
+                assert!(error.contains(MAC) && error.contains("local-ipv4s") && error.contains("10.0.2.300"), "{error}")
             }
             other => panic!("expected invalid, got {other:?}"),
         }
@@ -238,10 +208,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let k = keys(&[("device-number", "4000")]);
-        assert!(matches!(
-            eni(MAC.parse().unwrap(), false, &k),
-            EniState::Invalid { .. }
-        ));
+        assert!(matches!(eni(MAC.parse().unwrap(), false, &k), EniState::Invalid { .. }));
     }
 
     #[test]

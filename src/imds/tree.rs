@@ -63,10 +63,7 @@ mod tests {
             lookup(&t, &format!("{base}local-ipv4s")).as_deref(),
             Some("10.0.1.10\n10.0.1.11")
         );
-        assert_eq!(
-            lookup(&t, &format!("{base}device-number")).as_deref(),
-            Some("0")
-        );
+        assert_eq!(lookup(&t, &format!("{base}device-number")).as_deref(), Some("0"));
         assert_eq!(lookup(&t, &format!("{base}ipv6s")), None);
     }
 }
