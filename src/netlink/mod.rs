@@ -11,7 +11,7 @@ use crate::routing::{Address, KernelRoute, KernelRule, Link, Route, Rule};
 pub mod events;
 mod msg;
 mod request;
-mod rt;
+pub mod rt;
 
 pub use events::{Event, EventSocket};
 pub use rt::RtNetlink;
