@@ -8,6 +8,14 @@ use ipnet::IpNet;
 
 use crate::routing::{Address, KernelRoute, KernelRule, Link, Route, Rule};
 
+pub mod events;
+mod msg;
+mod request;
+pub mod rt;
+
+pub use events::{Event, EventSocket};
+pub use rt::RtNetlink;
+
 /// A change to a link's own settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LinkChange {

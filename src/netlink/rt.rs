@@ -1,0 +1,247 @@
+//! [`Kernel`] over rtnetlink.
+
+use std::collections::HashMap;
+
+use ipnet::IpNet;
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
+use netlink_packet_route::address::AddressMessage;
+use netlink_packet_route::link::LinkMessage;
+use netlink_packet_route::route::RouteMessage;
+use netlink_packet_route::rule::RuleMessage;
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::AsyncSocket;
+use rtnetlink::Handle;
+
+use crate::netlink::msg::{self, RouteOp};
+use crate::netlink::request::{self, ack, dump};
+use crate::netlink::{Kernel, LinkChange, NetlinkError};
+use crate::routing::{Address, KernelRoute, KernelRule, Link, Route, Rule};
+
+/// The kernel's routing state, read and written over one rtnetlink socket.
+///
+/// Every route and rule it creates carries `protocol`, and every address it
+/// adds carries it as `IFA_PROTO`: that is how eniroute recognises its own
+/// objects after a restart.
+#[derive(Debug, Clone)]
+pub struct RtNetlink {
+    handle: Handle,
+    protocol: u8,
+}
+
+impl RtNetlink {
+    /// Opens the socket and runs its connection as a task on the current
+    /// tokio runtime (an error outside one). The connection ends when the
+    /// last clone of this value is dropped.
+    pub fn connect(protocol: u8) -> Result<RtNetlink, NetlinkError> {
+        const CALL: &str = "socket";
+        const OBJECT: &str = "NETLINK_ROUTE";
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| request::error(CALL, OBJECT, e.to_string()))?;
+        let (mut connection, handle, _) =
+            rtnetlink::new_connection().map_err(|e| request::io_error(CALL, OBJECT, &e))?;
+        // Acks and end-of-dump markers are passed through so that a request
+        // which ends without one is known to have failed rather than
+        // succeeded silently.
+        connection.set_forward_ack(true);
+        connection.set_forward_done(true);
+        let socket = connection.socket_mut().socket_mut();
+        // The kernel's reason text ("Nexthop device is not up") goes into
+        // our errors; without echoing the request back.
+        socket
+            .set_ext_ack(true)
+            .map_err(|e| request::io_error(CALL, OBJECT, &e))?;
+        socket
+            .set_cap_ack(true)
+            .map_err(|e| request::io_error(CALL, OBJECT, &e))?;
+        runtime.spawn(connection);
+        Ok(RtNetlink { handle, protocol })
+    }
+
+    /// The protocol number this connection marks its objects with.
+    pub fn protocol(&self) -> u8 {
+        self.protocol
+    }
+
+    async fn dump_links(&self) -> Result<Vec<Link>, NetlinkError> {
+        let msgs = dump(
+            &self.handle,
+            "RTM_GETLINK",
+            "links",
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+        )
+        .await?;
+        Ok(msgs
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => msg::parse_link(l),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+impl Kernel for RtNetlink {
+    async fn links(&self) -> Result<Vec<Link>, NetlinkError> {
+        let mut links = self.dump_links().await?;
+        // AF_UNSPEC dumps the addresses of both families at once.
+        let msgs = dump(
+            &self.handle,
+            "RTM_GETADDR",
+            "addresses",
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+        )
+        .await?;
+        let position: HashMap<u32, usize> = links
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.index, i))
+            .collect();
+        for m in &msgs {
+            let RouteNetlinkMessage::NewAddress(a) = m else {
+                continue;
+            };
+            if let Some((index, address)) = msg::parse_address(a, self.protocol) {
+                // An address of a link that appeared after the link dump
+                // is picked up by the next read.
+                if let Some(&i) = position.get(&index) {
+                    links[i].addresses.push(address);
+                }
+            }
+        }
+        Ok(links)
+    }
+
+    async fn rules(&self) -> Result<Vec<KernelRule>, NetlinkError> {
+        // AF_UNSPEC dumps every family's rules; parse_rule keeps IPv4/IPv6.
+        let msgs = dump(
+            &self.handle,
+            "RTM_GETRULE",
+            "rules",
+            RouteNetlinkMessage::GetRule(RuleMessage::default()),
+        )
+        .await?;
+        Ok(msgs
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRule(r) => msg::parse_rule(r),
+                _ => None,
+            })
+            .collect())
+    }
+
+    async fn routes(&self) -> Result<Vec<KernelRoute>, NetlinkError> {
+        let names: HashMap<u32, String> = self
+            .dump_links()
+            .await?
+            .into_iter()
+            .map(|l| (l.index, l.name))
+            .collect();
+        // AF_UNSPEC with table 0 (RT_TABLE_UNSPEC) dumps every table of
+        // every family; it also works where IPv6 is disabled.
+        let msgs = dump(
+            &self.handle,
+            "RTM_GETROUTE",
+            "routes",
+            RouteNetlinkMessage::GetRoute(RouteMessage::default()),
+        )
+        .await?;
+        Ok(msgs
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r) => msg::parse_route(r, &names),
+                _ => None,
+            })
+            .collect())
+    }
+
+    async fn add_address(&self, address: &Address) -> Result<(), NetlinkError> {
+        ack(
+            &self.handle,
+            "RTM_NEWADDR",
+            || address.to_string(),
+            RouteNetlinkMessage::NewAddress(msg::address_message(address, self.protocol)),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .await
+    }
+
+    async fn del_address(&self, index: u32, address: IpNet) -> Result<(), NetlinkError> {
+        ack(
+            &self.handle,
+            "RTM_DELADDR",
+            || format!("address {address} on link {index}"),
+            RouteNetlinkMessage::DelAddress(msg::address_del_message(index, address)),
+            0,
+        )
+        .await
+    }
+
+    async fn add_route(&self, route: &Route) -> Result<(), NetlinkError> {
+        ack(
+            &self.handle,
+            "RTM_NEWROUTE",
+            || route.to_string(),
+            RouteNetlinkMessage::NewRoute(msg::route_message(route, self.protocol, RouteOp::New)),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .await
+    }
+
+    async fn replace_route(&self, route: &Route) -> Result<(), NetlinkError> {
+        ack(
+            &self.handle,
+            "RTM_NEWROUTE",
+            || route.to_string(),
+            RouteNetlinkMessage::NewRoute(msg::route_message(route, self.protocol, RouteOp::New)),
+            NLM_F_CREATE | NLM_F_REPLACE,
+        )
+        .await
+    }
+
+    async fn del_route(&self, route: &Route) -> Result<(), NetlinkError> {
+        ack(
+            &self.handle,
+            "RTM_DELROUTE",
+            || route.to_string(),
+            RouteNetlinkMessage::DelRoute(msg::route_message(route, self.protocol, RouteOp::Del)),
+            0,
+        )
+        .await
+    }
+
+    async fn add_rule(&self, rule: &Rule) -> Result<(), NetlinkError> {
+        ack(
+            &self.handle,
+            "RTM_NEWRULE",
+            || rule.to_string(),
+            RouteNetlinkMessage::NewRule(msg::rule_message(rule, self.protocol)),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .await
+    }
+
+    async fn del_rule(&self, rule: &Rule) -> Result<(), NetlinkError> {
+        // The same message as for add: the kernel deletes the first rule
+        // matching priority, family, source, table, suppress_ifgroup and
+        // our protocol, so a foreign rule is never removed.
+        ack(
+            &self.handle,
+            "RTM_DELRULE",
+            || rule.to_string(),
+            RouteNetlinkMessage::DelRule(msg::rule_message(rule, self.protocol)),
+            0,
+        )
+        .await
+    }
+
+    async fn set_link(&self, index: u32, change: &LinkChange) -> Result<(), NetlinkError> {
+        ack(
+            &self.handle,
+            "RTM_SETLINK",
+            || msg::describe_link_change(index, change),
+            RouteNetlinkMessage::SetLink(msg::link_change_message(index, change)),
+            0,
+        )
+        .await
+    }
+}
