@@ -37,7 +37,7 @@ impl Notifier {
     /// `WatchdogSec=` is set for this process.
     pub fn watchdog_interval() -> Option<Duration> {
         let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-        if let Some(pid) = std::env::var("WATCHDOG_PID").ok() {
+        if let Ok(pid) = std::env::var("WATCHDOG_PID") {
             if pid.parse::<u32>().ok() != Some(std::process::id()) {
                 return None;
             }

@@ -193,6 +193,21 @@ pub fn remove_records(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// The pid of the process holding this namespace's lock, if one does.
+pub fn daemon_pid(dir: &Path) -> Option<i32> {
+    let path = dir.join("lock");
+    let file = File::open(&path).ok()?;
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        // Nobody holds it: no daemon (the pid in the file is stale).
+        Ok(_) => None,
+        Err((mut file, _)) => {
+            let mut pid = String::new();
+            file.read_to_string(&mut pid).ok()?;
+            pid.trim().parse().ok()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,20 +249,5 @@ mod tests {
             "{b}"
         );
         let _ = fs::remove_dir_all(&dir);
-    }
-}
-
-/// The pid of the process holding this namespace's lock, if one does.
-pub fn daemon_pid(dir: &Path) -> Option<i32> {
-    let path = dir.join("lock");
-    let file = File::open(&path).ok()?;
-    match Flock::lock(file, FlockArg::LockSharedNonblock) {
-        // Nobody holds it: no daemon (the pid in the file is stale).
-        Ok(_) => None,
-        Err((mut file, _)) => {
-            let mut pid = String::new();
-            file.read_to_string(&mut pid).ok()?;
-            pid.trim().parse().ok()
-        }
     }
 }

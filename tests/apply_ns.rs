@@ -21,7 +21,10 @@ fn admin_reaches_both_management_addresses_only_after_apply() {
     assert!(reaches(&lab.admin, "10.0.2.20", 22, SHORT).is_err());
 
     let out = apply(&inst.ns, &inst.endpoint);
-    assert!(out.contains("+ rule from 10.0.2.21 lookup 10001 priority 10001"), "{out}");
+    assert!(
+        out.contains("+ rule from 10.0.2.21 lookup 10001 priority 10001"),
+        "{out}"
+    );
 
     for ip in ["10.0.2.20", "10.0.2.21", "10.0.1.10"] {
         let seen = reaches(&lab.admin, ip, 22, LONG)
@@ -44,11 +47,15 @@ fn metadata_failure_changes_nothing_and_exits_1() {
     let lab = world::management_network().unwrap();
     let inst = &lab.inst;
     let before = dumps(&inst.ns);
-    inst.sim.set_fault(None, Some(eniroute::imds::sim::Fault::Status(500)));
+    inst.sim
+        .set_fault(None, Some(eniroute::imds::sim::Fault::Status(500)));
     let o = eniroute(&inst.ns, &inst.endpoint, &["apply"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("169.254.169.254") && err.contains("500"), "{err}");
+    assert!(
+        err.contains("169.254.169.254") && err.contains("500"),
+        "{err}"
+    );
     assert_eq!(dumps(&inst.ns), before);
 }
 
@@ -75,14 +82,22 @@ fn containers_on_a_bridge_still_reach_the_primary_address() {
     let lab = world::management_network().unwrap();
     let inst = &lab.inst;
     // A docker0-style bridge with one container behind it.
-    inst.ns.ip(["link", "add", "br0", "type", "bridge"]).unwrap();
-    inst.ns.ip(["addr", "add", "172.17.0.1/16", "dev", "br0"]).unwrap();
+    inst.ns
+        .ip(["link", "add", "br0", "type", "bridge"])
+        .unwrap();
+    inst.ns
+        .ip(["addr", "add", "172.17.0.1/16", "dev", "br0"])
+        .unwrap();
     inst.ns.ip(["link", "set", "br0", "up"]).unwrap();
     let ctr = Netns::create("ctr").unwrap();
     lab::veth(&ctr, "eth0", None, &inst.ns, "vethc").unwrap();
-    inst.ns.ip(["link", "set", "vethc", "master", "br0"]).unwrap();
-    ctr.ip(["addr", "add", "172.17.0.2/16", "dev", "eth0"]).unwrap();
-    ctr.ip(["route", "add", "default", "via", "172.17.0.1"]).unwrap();
+    inst.ns
+        .ip(["link", "set", "vethc", "master", "br0"])
+        .unwrap();
+    ctr.ip(["addr", "add", "172.17.0.2/16", "dev", "eth0"])
+        .unwrap();
+    ctr.ip(["route", "add", "default", "via", "172.17.0.1"])
+        .unwrap();
     let _srv = server(&inst.ns, 8080);
     apply(&inst.ns, &inst.endpoint);
     let seen = reaches(&ctr, "10.0.1.10", 8080, LONG)
@@ -90,7 +105,11 @@ fn containers_on_a_bridge_still_reach_the_primary_address() {
     assert!(seen.starts_with("172.17.0.2:"), "{seen}");
     assert_eq!(dev_for(&inst.ns, "172.17.0.2", Some("10.0.1.10")), "br0");
     // The bridge was not touched: not in the ENI group, no rules for it.
-    assert!(!inst.ns.ip(["-d", "link", "show", "br0"]).unwrap().contains("group 10000"));
+    assert!(!inst
+        .ns
+        .ip(["-d", "link", "show", "br0"])
+        .unwrap()
+        .contains("group 10000"));
 }
 
 #[test]
@@ -151,9 +170,20 @@ fn foreign_objects_survive_apply_and_cleanup_removes_only_ours() {
     let inst = &lab.inst;
     let other = Netns::create("other").unwrap();
     lab::veth(&inst.ns, "vfor", None, &other, "vpeer").unwrap();
-    inst.ns.ip(["addr", "add", "192.168.50.1/24", "dev", "vfor"]).unwrap();
     inst.ns
-        .ip(["rule", "add", "from", "192.168.50.0/24", "lookup", "50", "priority", "500"])
+        .ip(["addr", "add", "192.168.50.1/24", "dev", "vfor"])
+        .unwrap();
+    inst.ns
+        .ip([
+            "rule",
+            "add",
+            "from",
+            "192.168.50.0/24",
+            "lookup",
+            "50",
+            "priority",
+            "500",
+        ])
         .unwrap();
     let foreign = |ns: &Netns| {
         (
@@ -171,11 +201,17 @@ fn foreign_objects_survive_apply_and_cleanup_removes_only_ours() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(foreign(&inst.ns), before, "cleanup touched foreign objects");
     let rules = inst.ns.ip(["rule"]).unwrap();
-    assert!(!rules.contains("proto 233") && !rules.contains("1000"), "{rules}");
+    assert!(
+        !rules.contains("proto 233") && !rules.contains("1000"),
+        "{rules}"
+    );
     let routes = inst.ns.ip(["route", "show", "table", "all"]).unwrap();
     assert!(!routes.contains("proto 233"), "{routes}");
     let eth1 = inst.ns.ip(["addr", "show", "dev", "eth1"]).unwrap();
-    assert!(!eth1.contains("10.0.2.2"), "added addresses left behind: {eth1}");
+    assert!(
+        !eth1.contains("10.0.2.2"),
+        "added addresses left behind: {eth1}"
+    );
     // DHCP's address and default route on eth0 are still there.
     assert!(before.2.contains("10.0.1.10/24"));
     assert_eq!(dev_for(&inst.ns, "198.51.100.10", None), "eth0");

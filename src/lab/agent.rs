@@ -58,7 +58,12 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub fn start(bin: &Path, ns: &Netns, endpoint: &str, config: Option<&Path>) -> io::Result<Daemon> {
+    pub fn start(
+        bin: &Path,
+        ns: &Netns,
+        endpoint: &str,
+        config: Option<&Path>,
+    ) -> io::Result<Daemon> {
         let log = std::env::temp_dir().join(format!("{}-daemon.log", ns.name()));
         let file = std::fs::File::create(&log)?;
         let mut cmd = ns.command(bin);

@@ -104,7 +104,11 @@ mod tests {
             vpc_cidrs: vec!["10.0.0.0/16".parse().unwrap()],
             ipv4s: vec!["10.0.2.20".parse().unwrap(), "10.0.2.21".parse().unwrap()],
         };
-        let t = instance_tree("i-1", "0a:00:00:00:00:01".parse().unwrap(), &[eni.clone()]);
+        let t = instance_tree(
+            "i-1",
+            "0a:00:00:00:00:01".parse().unwrap(),
+            std::slice::from_ref(&eni),
+        );
         let inst = parse::instance_from(|p| tree::lookup(&t, p)).unwrap();
         let got = inst.ready().next().unwrap();
         assert_eq!(got.ipv4s, eni.ipv4s);

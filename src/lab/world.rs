@@ -39,8 +39,12 @@ impl EniPlan {
 }
 
 fn parse<T: std::str::FromStr>(s: &str) -> io::Result<T> {
-    s.parse()
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("invalid address {s:?}")))
+    s.parse().map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid address {s:?}"),
+        )
+    })
 }
 
 fn invalid(msg: String) -> io::Error {
@@ -69,7 +73,10 @@ impl LabInstance {
     fn meta(&self, plan: &EniPlan, mac: Mac) -> EniMeta {
         EniMeta {
             mac,
-            eni_id: format!("eni-0{:02x}{:02x}{:02x}lab", self.id, plan.card, plan.device),
+            eni_id: format!(
+                "eni-0{:02x}{:02x}{:02x}lab",
+                self.id, plan.card, plan.device
+            ),
             card: plan.card,
             device: plan.device,
             subnet: plan.subnet,
