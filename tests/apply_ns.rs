@@ -188,8 +188,8 @@ fn foreign_objects_survive_apply_and_cleanup_removes_only_ours() {
     let foreign = |ns: &Netns| {
         (
             ns.ip(["rule", "show", "priority", "500"]).unwrap(),
-            ns.ip(["addr", "show", "dev", "vfor"]).unwrap(),
-            ns.ip(["addr", "show", "dev", "eth0"]).unwrap(),
+            ns.ip(["-4", "-br", "addr", "show", "dev", "vfor"]).unwrap(),
+            ns.ip(["-4", "-br", "addr", "show", "dev", "eth0"]).unwrap(),
         )
     };
     let before = foreign(&inst.ns);

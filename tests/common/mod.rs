@@ -73,5 +73,10 @@ pub fn dumps(ns: &Netns) -> String {
     ] {
         out += &ns.ip(args).expect("ip dump");
     }
-    out
+    // IPv6 link-local addresses come and finish DAD on the kernel's own
+    // schedule; they are not the agent's and only make dumps flap.
+    out.lines()
+        .filter(|l| !l.contains("fe80::") && !l.contains("valid_lft"))
+        .map(|l| format!("{}\n", l.replace(" tentative", "")))
+        .collect()
 }
