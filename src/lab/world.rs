@@ -212,3 +212,79 @@ pub fn management_network() -> io::Result<ManagementLab> {
         vpc,
     })
 }
+
+impl LabInstance {
+    /// The ENIs' metadata, in attach order (for printing what was built).
+    pub fn eni_meta(&self) -> impl Iterator<Item = (&Eni, &EniMeta)> {
+        self.enis.iter().map(|(e, m)| (e, m))
+    }
+
+    /// The first half of moving an ENI to another instance: this instance's
+    /// metadata forgets it; the link stays until [`Self::adopt`] takes it.
+    pub fn release(&mut self, name: &str) -> io::Result<(Eni, EniMeta)> {
+        let i = self
+            .enis
+            .iter()
+            .position(|(e, _)| e.name() == name)
+            .ok_or_else(|| invalid(format!("no ENI {name} on instance {}", self.ns.name())))?;
+        let (eni, meta) = self.enis.remove(i);
+        self.sim.update(|t| remove_eni(t, meta.mac));
+        Ok((eni, meta))
+    }
+
+    /// The second half: this instance's metadata describes the ENI as device
+    /// `device`, then its link moves here. Metadata comes first so the agent
+    /// finds the ENI described when the kernel announces the link (EC2 may
+    /// lag instead; the agent's fast retries cover that case).
+    pub fn adopt(&mut self, vpc: &Vpc, eni: Eni, mut meta: EniMeta, device: u32) -> io::Result<()> {
+        meta.device = device;
+        self.sim.update(|t| put_eni(t, &meta));
+        vpc.move_eni(&eni, &self.ns)?;
+        self.enis.push((eni, meta));
+        Ok(())
+    }
+}
+
+/// The route table an ENI's rules point at (amazon-ec2-net-utils numbering,
+/// the agent's default base 10000).
+pub fn table_of(meta: &EniMeta) -> u32 {
+    10000 + 100 * meta.card + meta.device
+}
+
+/// A route in the VPC route table of `from`'s subnet: traffic that enters the
+/// router from that client and is headed for `dst` goes to the ENI `via`
+/// (to its primary address), e.g. a private subnet's internet route through
+/// a NAT instance, or an ingress route sending replies back through it.
+///
+/// EC2 associates route tables with subnets, so a route applies only to
+/// traffic coming from that subnet; the router models that with a policy
+/// rule on the client's port (`iif`) and a table of its own, numbered
+/// `table`. A route in the router's main table would also catch the
+/// appliance's own forwarded packets and send them straight back.
+pub fn subnet_route(
+    vpc: &Vpc,
+    from: &Client,
+    dst: Ipv4Net,
+    via: &Eni,
+    table: u32,
+) -> io::Result<()> {
+    let router = vpc.router();
+    let port = super::probe::route_get(router, std::net::IpAddr::V4(from.addr()), None)?.dev;
+    let table = table.to_string();
+    router.ip([
+        "route",
+        "replace",
+        &dst.to_string(),
+        "via",
+        &via.primary().to_string(),
+        "dev",
+        via.port(),
+        "onlink",
+        "table",
+        &table,
+    ])?;
+    router.ip([
+        "rule", "add", "iif", &port, "lookup", &table, "priority", &table,
+    ])?;
+    Ok(())
+}
