@@ -156,6 +156,12 @@ pub fn metadata_endpoint(vpc: &Vpc, port: u16) -> io::Result<(Simulator, String)
         vpc.router()
             .run_in(move || TcpListener::bind((IMDS_ADDR, port)))??
     };
+    // The simulator writes a response's head and body separately; with
+    // Nagle on, the body waits for the client's delayed ACK (40 ms) on
+    // every request, which would make the agent look ten times slower than
+    // it is. Accepted sockets inherit TCP_NODELAY from the listener.
+    nix::sys::socket::setsockopt(&listener, nix::sys::socket::sockopt::TcpNoDelay, &true)
+        .map_err(|e| io::Error::other(format!("TCP_NODELAY on the metadata listener: {e}")))?;
     let sim = Simulator::serve(listener, serde_json::json!({}))?;
     Ok((sim, format!("http://{IMDS_ADDR}:{port}")))
 }
@@ -286,5 +292,18 @@ pub fn subnet_route(
     router.ip([
         "rule", "add", "iif", &port, "lookup", &table, "priority", &table,
     ])?;
+    Ok(())
+}
+
+/// Makes the router answer ARP on behalf of the instance's ENIs at once, as
+/// EC2's does. The kernel otherwise delays each proxy-ARP reply by a random
+/// time of up to `proxy_delay` (0.8 s), which shows up as a slow first
+/// connection between two instances in one subnet. (Only the initial
+/// namespace has a `neigh.default` to set this for every port.)
+pub fn prompt_proxy_arp(vpc: &Vpc, inst: &LabInstance) -> io::Result<()> {
+    for (eni, _) in &inst.enis {
+        vpc.router()
+            .sysctl(&format!("net.ipv4.neigh.{}.proxy_delay", eni.port()), "0")?;
+    }
     Ok(())
 }

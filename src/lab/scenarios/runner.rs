@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::lab::agent::{self, Daemon};
-use crate::lab::world::{table_of, LabInstance};
+use crate::lab::world::{prompt_proxy_arp, table_of, LabInstance};
 use crate::lab::{connect, route_get, Client, Netns, Vpc};
 
 /// Set by the lab's SIGINT/SIGTERM handler: scenarios stop at the next step
@@ -679,12 +679,13 @@ pub(super) fn read_sysctl(ns: &Netns, key: &str) -> io::Result<String> {
         .map_err(|e| io::Error::new(e.kind(), format!("read {key} in netns {}: {e}", ns.name())))
 }
 
-/// Makes an instance namespace start out as an EC2 instance does: no IP
-/// forwarding. New namespaces copy the host's IPv4 settings, and a host that
-/// runs containers forwards.
-pub(super) fn like_ec2(inst: &LabInstance) -> io::Result<()> {
+/// Makes an instance start out as an EC2 instance does: no IP forwarding
+/// (new namespaces copy the host's IPv4 settings, and a host that runs
+/// containers forwards), and ARP for its neighbours answered at once.
+pub(super) fn like_ec2(vpc: &Vpc, inst: &LabInstance) -> io::Result<()> {
     inst.ns.sysctl("net.ipv4.conf.all.forwarding", "0")?;
-    inst.ns.sysctl("net.ipv4.conf.default.forwarding", "0")
+    inst.ns.sysctl("net.ipv4.conf.default.forwarding", "0")?;
+    prompt_proxy_arp(vpc, inst)
 }
 
 /// `IP ForwDatagrams` of `ns`: packets it routed through itself.
