@@ -295,15 +295,54 @@ pub fn subnet_route(
     Ok(())
 }
 
-/// Makes the router answer ARP on behalf of the instance's ENIs at once, as
-/// EC2's does. The kernel otherwise delays each proxy-ARP reply by a random
-/// time of up to `proxy_delay` (0.8 s), which shows up as a slow first
-/// connection between two instances in one subnet. (Only the initial
-/// namespace has a `neigh.default` to set this for every port.)
-pub fn prompt_proxy_arp(vpc: &Vpc, inst: &LabInstance) -> io::Result<()> {
-    for (eni, _) in &inst.enis {
+/// Makes the router reach the instance's ENIs as EC2's does, without the
+/// delays of the kernel's neighbour machinery:
+/// - proxy ARP answered at once: the kernel otherwise delays each reply by a
+///   random time of up to `proxy_delay` (0.8 s), a slow first connection
+///   between two instances of one subnet (only the initial namespace has a
+///   `neigh.default` to set this for every port);
+/// - each ENI address delivered to the ENI's MAC without asking: the VPC
+///   knows which ENI holds an address and never ARPs for it. The lab's
+///   router would, and when a moved ENI's veth changes namespace the port
+///   loses carrier and forgets its neighbours; an ARP sent before the new
+///   instance has configured the address goes unanswered and is retried
+///   only a second later. Permanent entries survive the carrier loss.
+pub fn deliver_like_ec2(vpc: &Vpc, inst: &LabInstance) -> io::Result<()> {
+    for (eni, meta) in &inst.enis {
         vpc.router()
             .sysctl(&format!("net.ipv4.neigh.{}.proxy_delay", eni.port()), "0")?;
+        for addr in &meta.ipv4s {
+            pin_neighbour(vpc, *addr, eni)?;
+        }
     }
     Ok(())
+}
+
+fn pin_neighbour(vpc: &Vpc, addr: Ipv4Addr, eni: &Eni) -> io::Result<()> {
+    vpc.router().ip([
+        "neigh",
+        "replace",
+        &addr.to_string(),
+        "lladdr",
+        &eni.mac().to_string(),
+        "dev",
+        eni.port(),
+        "nud",
+        "permanent",
+    ])?;
+    Ok(())
+}
+
+/// EC2's reassignment of a secondary private IPv4 to another ENI
+/// (`assign-private-ip-addresses --allow-reassignment`) as the router sees
+/// it: from now on the address is delivered to `to`.
+///
+/// The VPC knows which ENI holds an address and never ARPs for it; the lab's
+/// router would, and an ARP sent before the new holder has configured the
+/// address goes unanswered and is retried only a second later, an outage
+/// EC2 does not have. So the router is told the new ENI's MAC up front (see
+/// [`deliver_like_ec2`]).
+pub fn reassign_address(vpc: &Vpc, from: &Eni, to: &Eni, addr: Ipv4Addr) -> io::Result<()> {
+    pin_neighbour(vpc, addr, to)?;
+    vpc.move_address(from, to, addr)
 }

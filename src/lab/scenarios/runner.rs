@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::lab::agent::{self, Daemon};
-use crate::lab::world::{prompt_proxy_arp, table_of, LabInstance};
+use crate::lab::world::{deliver_like_ec2, table_of, LabInstance};
 use crate::lab::{connect, route_get, Client, Netns, Vpc};
 
 /// Set by the lab's SIGINT/SIGTERM handler: scenarios stop at the next step
@@ -106,6 +106,27 @@ impl Report {
             let _ = write!(s, " (stopped: {e})");
         }
         s
+    }
+}
+
+/// The agent program, for one-shot commands (`status`, `refresh`).
+#[derive(Debug, Clone)]
+pub struct Agent(PathBuf);
+
+impl Agent {
+    /// Runs `eniroute ARGS` in `inst` against its metadata endpoint.
+    pub fn run(&self, inst: &LabInstance, args: &[&str]) -> io::Result<Output> {
+        agent::run(&self.0, &inst.ns, &inst.endpoint, args).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "{} {} in netns {}: {e}",
+                    self.0.display(),
+                    args.join(" "),
+                    inst.ns.name()
+                ),
+            )
+        })
     }
 }
 
@@ -301,9 +322,9 @@ impl<'o> Session<'o> {
         Ok(path)
     }
 
-    /// Runs one `eniroute` command (status, refresh…) in `inst`.
-    pub fn agent_command(&self, inst: &LabInstance, args: &[&str]) -> io::Result<Output> {
-        agent::run(&self.opts.agent, &inst.ns, &inst.endpoint, args)
+    /// The agent program, for one-shot commands inside a check.
+    pub fn agent(&self) -> Agent {
+        Agent(self.opts.agent.clone())
     }
 
     /// Waits until the agent has given every ENI of `inst` its addresses,
@@ -681,11 +702,12 @@ pub(super) fn read_sysctl(ns: &Netns, key: &str) -> io::Result<String> {
 
 /// Makes an instance start out as an EC2 instance does: no IP forwarding
 /// (new namespaces copy the host's IPv4 settings, and a host that runs
-/// containers forwards), and ARP for its neighbours answered at once.
+/// containers forwards), and a router that delivers to its ENIs as EC2's
+/// does (see [`deliver_like_ec2`]).
 pub(super) fn like_ec2(vpc: &Vpc, inst: &LabInstance) -> io::Result<()> {
     inst.ns.sysctl("net.ipv4.conf.all.forwarding", "0")?;
     inst.ns.sysctl("net.ipv4.conf.default.forwarding", "0")?;
-    prompt_proxy_arp(vpc, inst)
+    deliver_like_ec2(vpc, inst)
 }
 
 /// `IP ForwDatagrams` of `ns`: packets it routed through itself.
