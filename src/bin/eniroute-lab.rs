@@ -224,9 +224,18 @@ fn summarize(reports: &[Report], elapsed: Duration) -> ExitCode {
 /// what that leaves behind.
 fn on_interrupt_stop() -> nix::Result<()> {
     extern "C" fn handler(_: nix::libc::c_int) {
-        if INTERRUPTED.swap(true, Ordering::SeqCst) {
-            // SAFETY: _exit is async-signal-safe; nothing else runs here.
-            unsafe { nix::libc::_exit(130) };
+        const FIRST: &[u8] =
+            b"\neniroute-lab: stopping and removing what the lab built (again to quit at once)\n";
+        const AGAIN: &[u8] = b"\neniroute-lab: quitting; the next run removes what is left\n";
+        let again = INTERRUPTED.swap(true, Ordering::SeqCst);
+        let msg = if again { AGAIN } else { FIRST };
+        // SAFETY: write(2) and _exit(2) are async-signal-safe, and the
+        // buffer is a static.
+        unsafe {
+            nix::libc::write(2, msg.as_ptr().cast(), msg.len());
+            if again {
+                nix::libc::_exit(130);
+            }
         }
     }
     let action = SigAction::new(

@@ -49,7 +49,7 @@ pub(super) fn run(s: &mut Session) -> io::Result<()> {
     subnet_route(&vpc, &private, internet.net(), &inside, 201)?;
     subnet_route(&vpc, &internet, private.net(), &outside, 202)?;
 
-    s.vpc(&vpc, "VPC vpc-0lab1 10.0.0.0/16");
+    s.vpc(&vpc, "VPC vpc-0lab1 (10.0.0.0/16)");
     s.instance(
         "appliance (eth0 outside, eth1 inside, eth2 management)",
         &inst,

@@ -37,8 +37,8 @@ pub(super) fn run(s: &mut Session) -> io::Result<()> {
     let server_a = vpc_a.client("a-server", net4("10.0.3.50/24")?)?;
     let server_b = vpc_b.client("b-server", net4("172.31.2.50/24")?)?;
 
-    s.vpc(&vpc_a, "VPC A vpc-0lab1 10.0.0.0/16");
-    s.vpc(&vpc_b, "VPC B vpc-0lab2 10.0.0.0/16 + 172.31.0.0/16");
+    s.vpc(&vpc_a, "VPC A vpc-0lab1 (10.0.0.0/16)");
+    s.vpc(&vpc_b, "VPC B vpc-0lab2 (10.0.0.0/16 and 172.31.0.0/16)");
     s.instance("instance (eth0 in VPC A, eth1 from VPC B)", &inst);
     s.client("server in VPC A", &server_a);
     s.client("server in VPC B's secondary CIDR", &server_b);

@@ -42,7 +42,7 @@ pub(super) fn run(s: &mut Session) -> io::Result<()> {
     }
     let internet = vpc.client("inet", net4("198.51.100.10/24")?)?;
 
-    s.vpc(&vpc, "VPC vpc-0lab1 10.0.0.0/16");
+    s.vpc(&vpc, "VPC vpc-0lab1 (10.0.0.0/16)");
     s.instance("web server (front + mid tier)", &web);
     s.instance("app server (mid tier + database subnet)", &app);
     s.instance("database host (no agent needed: one ENI)", &db);

@@ -74,7 +74,7 @@ pub(super) fn run(s: &mut Session) -> io::Result<()> {
     let service_eni = primary.eni("eth1")?.primary();
     let floating_ip: Ipv4Addr = "10.0.3.100".parse().map_err(io::Error::other)?;
 
-    s.vpc(&vpc, "VPC vpc-0lab1 10.0.0.0/16");
+    s.vpc(&vpc, "VPC vpc-0lab1 (10.0.0.0/16)");
     s.instance("primary", &primary);
     s.instance("standby", &standby);
     s.client("client", &client);

@@ -24,8 +24,8 @@ pub(super) fn run(s: &mut Session) -> io::Result<()> {
     let admin = lab.admin.addr();
     let internet = lab.internet.addr();
 
-    s.vpc(&lab.vpc, "VPC vpc-0lab1 10.0.0.0/16");
-    s.instance("instance", &lab.inst);
+    s.vpc(&lab.vpc, "VPC vpc-0lab1 (10.0.0.0/16)");
+    s.instance("the instance (eth0 public, eth1 management)", &lab.inst);
     s.client(
         &format!("admin host (admin range {ADMIN_RANGE})"),
         &lab.admin,

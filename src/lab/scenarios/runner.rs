@@ -212,7 +212,8 @@ impl<'o> Session<'o> {
         self.section("What the lab built");
         let name = vpc.router().name().to_string();
         self.say(&format!(
-            "  {label}: VPC router (drops packets whose source is not the ENI's own)  [netns {name}]"
+            "  {label}: its router, like EC2's, drops a packet that leaves an ENI with a \
+             source address that is not that ENI's  [netns {name}]"
         ));
         self.namespaces.push((format!("router of {label}"), name));
     }
@@ -221,8 +222,8 @@ impl<'o> Session<'o> {
         self.section("What the lab built");
         let name = inst.ns.name().to_string();
         self.say(&format!(
-            "  {role}: instance, metadata at {}  [netns {name}]",
-            inst.endpoint
+            "  {role}: instance i-0lab{:02}, metadata at {}  [netns {name}]",
+            inst.id, inst.endpoint
         ));
         for (eni, meta) in inst.eni_meta() {
             self.say(&format!("    {}", eni_line(eni.name(), meta)));
@@ -246,7 +247,7 @@ impl<'o> Session<'o> {
         self.section("What the lab built");
         let name = client.name().to_string();
         self.say(&format!(
-            "  {role}: host {}/{} behind the VPC router  [netns {name}]",
+            "  {role}: {}/{}, behind the VPC router  [netns {name}]",
             client.addr(),
             client.net().prefix_len()
         ));
@@ -342,8 +343,7 @@ impl<'o> Session<'o> {
         let names: Vec<&str> = inst.eni_meta().map(|(e, _)| e.name()).collect();
         let ok = done.is_some() && missing.is_empty() && self.proceed().is_ok();
         let detail = if ok {
-            "addresses, one table per ENI and a rule per address, counted from the agent's start"
-                .to_string()
+            "addresses, tables and rules in place (time since the agent started)".to_string()
         } else if missing.is_empty() {
             "interrupted".to_string()
         } else {
@@ -493,6 +493,18 @@ impl<'o> Session<'o> {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
         self.report.elapsed = started.elapsed();
+        if !self.report.measurements.is_empty() {
+            self.section("Measured");
+            let lines: Vec<String> = self
+                .report
+                .measurements
+                .iter()
+                .map(|m| format!("  {:>8}  {}", human(m.value), m.name))
+                .collect();
+            for line in lines {
+                self.say(&line);
+            }
+        }
         self.say("");
         let summary = self.report.summary();
         self.say(&summary);
@@ -639,13 +651,7 @@ pub(super) fn expect_route(
     dev: &str,
 ) -> Result<String, String> {
     let got = route_get(ns, IpAddr::V4(dst), from.map(IpAddr::V4)).map_err(|e| e.to_string())?;
-    let first = got
-        .raw
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_string();
+    let first = first_line(&got.raw);
     if got.dev != dev {
         return Err(format!(
             "leaves through {} instead of {dev}: {first}",
@@ -653,6 +659,16 @@ pub(super) fn expect_route(
         ));
     }
     Ok(first)
+}
+
+/// The decision line of `ip route get`, without the `uid 0` it always ends
+/// with for a root caller.
+fn first_line(raw: &str) -> String {
+    let line = raw.lines().next().unwrap_or_default().trim();
+    match line.rsplit_once(" uid ") {
+        Some((decision, uid)) if uid.bytes().all(|b| b.is_ascii_digit()) => decision.to_string(),
+        _ => line.to_string(),
+    }
 }
 
 /// `ip route get DST from SRC iif IIF` in `ns` (a forwarded packet) must
@@ -675,7 +691,7 @@ pub(super) fn expect_forward_route(
             iif,
         ])
         .map_err(|e| e.to_string())?;
-    let first = raw.lines().next().unwrap_or_default().trim().to_string();
+    let first = first_line(&raw);
     let mut words = first.split_whitespace();
     let out = words
         .by_ref()
@@ -758,6 +774,16 @@ pub(super) fn net4(s: &str) -> io::Result<ipnet::Ipv4Net> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn route_get_lines_lose_the_uid() {
+        assert_eq!(
+            first_line("10.9.0.5 via 10.0.2.1 dev eth1 src 10.0.2.20 uid 0 \n    cache \n"),
+            "10.9.0.5 via 10.0.2.1 dev eth1 src 10.0.2.20"
+        );
+        let forwarded = "10.0.4.5 from 198.51.100.10 via 10.0.3.1 dev eth1";
+        assert_eq!(first_line(forwarded), forwarded);
+    }
 
     #[test]
     fn durations_read_well() {
