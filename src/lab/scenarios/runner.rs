@@ -94,15 +94,19 @@ impl Report {
     pub fn summary(&self) -> String {
         let passed = self.checks.iter().filter(|c| c.ok).count();
         let total = self.checks.len();
-        let verdict = if self.passed() { "PASS" } else { "FAIL" };
+        let verdict = if self.interrupted {
+            "INTERRUPTED"
+        } else if self.passed() {
+            "PASS"
+        } else {
+            "FAIL"
+        };
         let mut s = format!(
             "{}: {verdict}, {passed} of {total} checks passed in {}",
             self.scenario,
             human(self.elapsed)
         );
-        if self.interrupted {
-            s.push_str(" (interrupted)");
-        } else if let Some(e) = &self.error {
+        if let (false, Some(e)) = (self.interrupted, &self.error) {
             let _ = write!(s, " (stopped: {e})");
         }
         s
@@ -420,6 +424,10 @@ impl<'o> Session<'o> {
 
     /// Records a check whose work was done elsewhere.
     pub fn record(&mut self, name: &str, ok: bool, detail: String, took: Duration) -> bool {
+        if !ok && INTERRUPTED.load(Ordering::Relaxed) {
+            // Cut short by the user, not a finding.
+            return false;
+        }
         self.section("Checks");
         let mark = if ok { "✓" } else { "✗" };
         let mut line = format!("  {mark} {:>8}  {name}", human(took));
@@ -476,8 +484,12 @@ impl<'o> Session<'o> {
         // If the scenario ended early its world is already gone; stop the
         // agents that were running in it.
         self.stop_all_agents();
+        let interrupted = INTERRUPTED.load(Ordering::Relaxed);
         match result {
             Ok(()) => {}
+            // A Ctrl-C from a terminal reaches the `ip` commands too; what
+            // fails then is a consequence, not a finding.
+            Err(_) if interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => self.report.interrupted = true,
             Err(e) => {
                 self.section("Checks");
@@ -485,7 +497,7 @@ impl<'o> Session<'o> {
                 self.report.error = Some(e.to_string());
             }
         }
-        if INTERRUPTED.load(Ordering::Relaxed) {
+        if interrupted {
             self.report.interrupted = true;
         }
         if !self.report.passed() && !self.report.interrupted {
