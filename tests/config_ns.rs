@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use common::*;
 use eniroute::lab::world;
@@ -14,7 +14,7 @@ fn config(name: &str, body: &str) -> PathBuf {
     p
 }
 
-fn apply_with(ns: &eniroute::lab::Netns, endpoint: &str, cfg: &PathBuf) -> String {
+fn apply_with(ns: &eniroute::lab::Netns, endpoint: &str, cfg: &Path) -> String {
     let o = eniroute(
         ns,
         endpoint,

@@ -1,7 +1,7 @@
 //! `eniroute check-config`: exit 0 when the file is valid, 2 otherwise, with
 //! every problem on its own `path:line: …` line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::{kernel, runtime, Cli, Failure};
 use crate::config::{self, Config};
@@ -47,7 +47,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
 /// Tables in the configured range that hold someone else's routes, each as
 /// `path:line: message` (the line of `table_base` when the file sets it).
 /// Without access to the kernel (not root) the check is skipped, and says so.
-fn table_collisions(cfg: &Config, path: &PathBuf) -> Vec<String> {
+fn table_collisions(cfg: &Config, path: &Path) -> Vec<String> {
     let in_use = runtime().ok().and_then(|rt| {
         rt.block_on(async {
             let k = kernel(cfg).ok()?;
