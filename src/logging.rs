@@ -40,7 +40,9 @@ where
 
 /// Changes the level after [`init`]; set by `init` when the level may change
 /// (not when `RUST_LOG` decides).
-static SET_LEVEL: OnceLock<Box<dyn Fn(&str) + Send + Sync>> = OnceLock::new();
+static SET_LEVEL: OnceLock<SetLevel> = OnceLock::new();
+
+type SetLevel = Box<dyn Fn(&str) + Send + Sync>;
 
 fn filter_for(level: &str) -> EnvFilter {
     EnvFilter::new(format!("eniroute={level},warn"))
@@ -65,28 +67,25 @@ pub fn init(level: &str, format: &str) {
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
     // A second init (tests, the lab) keeps the first subscriber.
-    let set: Option<Box<dyn Fn(&str) + Send + Sync>> = if journal {
+    let set: Option<SetLevel> = if journal {
         let b = builder.event_format(Journal).with_filter_reloading();
         let handle = b.reload_handle();
-        b.try_init().ok().map(|()| {
-            Box::new(move |level: &str| reload(|f| handle.reload(f), level)) as Box<_>
-        })
+        b.try_init()
+            .ok()
+            .map(|()| Box::new(move |level: &str| reload(|f| handle.reload(f), level)) as Box<_>)
     } else {
         let b = builder.with_target(false).with_filter_reloading();
         let handle = b.reload_handle();
-        b.try_init().ok().map(|()| {
-            Box::new(move |level: &str| reload(|f| handle.reload(f), level)) as Box<_>
-        })
+        b.try_init()
+            .ok()
+            .map(|()| Box::new(move |level: &str| reload(|f| handle.reload(f), level)) as Box<_>)
     };
     if let (Some(set), false) = (set, env_decides) {
         let _ = SET_LEVEL.set(set);
     }
 }
 
-fn reload(
-    apply: impl Fn(EnvFilter) -> Result<(), tracing_subscriber::reload::Error>,
-    level: &str,
-) {
+fn reload(apply: impl Fn(EnvFilter) -> Result<(), tracing_subscriber::reload::Error>, level: &str) {
     if let Err(e) = apply(filter_for(level)) {
         tracing::warn!("cannot change the log level: {e}");
     }
