@@ -142,6 +142,15 @@ pub struct Ownership {
     pub ifgroup: u32,
 }
 
+impl From<&crate::config::Config> for Ownership {
+    fn from(cfg: &crate::config::Config) -> Ownership {
+        Ownership {
+            protocol: cfg.numbering.protocol,
+            ifgroup: cfg.numbering.ifgroup,
+        }
+    }
+}
+
 fn wanted_sysctls(links: &[LinkSettings]) -> Vec<(Sysctl, String)> {
     let mut out = Vec::new();
     for l in links {
@@ -442,10 +451,7 @@ pub async fn reconcile(
     config: &crate::config::Config,
     records: &mut crate::state::AddressRecords,
 ) -> Result<Outcome, NetlinkError> {
-    let own = Ownership {
-        protocol: config.numbering.protocol,
-        ifgroup: config.numbering.ifgroup,
-    };
+    let own = Ownership::from(config);
     let mut out = Outcome::default();
     const MAX_PASSES: usize = 4;
     while out.passes < MAX_PASSES {

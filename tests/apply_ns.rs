@@ -216,3 +216,75 @@ fn foreign_objects_survive_apply_and_cleanup_removes_only_ours() {
     assert!(before.2.contains("10.0.1.10/24"));
     assert_eq!(dev_for(&inst.ns, "198.51.100.10", None), "eth0");
 }
+
+#[test]
+fn status_reports_rules_drift_and_conflicting_foreign_rules() {
+    if !need_root("status_reports_rules_drift_and_conflicting_foreign_rules") {
+        return;
+    }
+    let lab = world::management_network().unwrap();
+    let inst = &lab.inst;
+    apply(&inst.ns, &inst.endpoint);
+    // Someone deletes one of our rules and adds one that captures eth1's
+    // secondary address before ours is consulted.
+    inst.ns
+        .ip([
+            "rule",
+            "del",
+            "from",
+            "10.0.2.20",
+            "lookup",
+            "10001",
+            "priority",
+            "10001",
+        ])
+        .unwrap();
+    inst.ns
+        .ip([
+            "rule",
+            "add",
+            "from",
+            "10.0.2.21",
+            "lookup",
+            "50",
+            "priority",
+            "100",
+        ])
+        .unwrap();
+    let o = eniroute(&inst.ns, &inst.endpoint, &["status"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("missing rule from 10.0.2.20 lookup 10001 priority 10001"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ok      rule from 10.0.2.21 lookup 10001 priority 10001"),
+        "{out}"
+    );
+    assert!(
+        out.contains("conflict: foreign rule from 10.0.2.21 lookup 50 priority 100"),
+        "{out}"
+    );
+    assert!(out.contains("pending changes"), "{out}");
+
+    let j = eniroute(&inst.ns, &inst.endpoint, &["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&j.stdout).unwrap();
+    let eth1 = v["enis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["dev"] == "eth1")
+        .unwrap();
+    assert_eq!(eth1["table"], 10001);
+    assert_eq!(eth1["device"], 1);
+    assert_eq!(eth1["rules_missing"].as_array().unwrap().len(), 1);
+    assert_eq!(eth1["conflicts"].as_array().unwrap().len(), 1);
+
+    // apply repairs the drift; the foreign rule stays.
+    apply(&inst.ns, &inst.endpoint);
+    let o = eniroute(&inst.ns, &inst.endpoint, &["status"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("in sync"), "{out}");
+    assert!(inst.ns.ip(["rule"]).unwrap().contains("lookup 50"));
+}

@@ -9,6 +9,10 @@ use crate::config::{self, Config};
 use crate::imds::client::{ImdsClient, ImdsOptions};
 use crate::imds::model::Instance;
 use crate::netlink::rt::RtNetlink;
+use crate::netlink::Kernel;
+use crate::plan::Plan;
+use crate::reconcile::Current;
+use crate::state;
 
 pub mod apply;
 pub mod check_config;
@@ -142,6 +146,28 @@ pub async fn fetch(client: &ImdsClient) -> Result<Instance, Failure> {
 pub fn kernel(cfg: &Config) -> Result<RtNetlink, Failure> {
     RtNetlink::connect(cfg.numbering.protocol)
         .map_err(|e| Failure::runtime(format!("cannot open a netlink socket: {e}")))
+}
+
+/// What the kernel holds now, with the addresses the state file says are
+/// ours marked as owned.
+pub async fn read_kernel(kernel: &RtNetlink) -> Result<Current, Failure> {
+    let dir = state::run_dir().map_err(Failure::runtime)?;
+    let records = state::AddressRecords::load(&dir);
+    let links = kernel.links().await.map_err(Failure::runtime)?;
+    Current::read(kernel, &records.owned(&links))
+        .await
+        .map_err(Failure::runtime)
+}
+
+/// Metadata and kernel side by side: the plan for this instance and what
+/// the kernel has now (the sysctls the plan sets included).
+pub async fn observe(cfg: &Config, client: &ImdsClient) -> Result<(Plan, Current), Failure> {
+    let instance = fetch(client).await?;
+    let kernel = kernel(cfg)?;
+    let mut current = read_kernel(&kernel).await?;
+    let plan = crate::plan::plan(&instance, &current.links, cfg);
+    current.read_sysctls(&plan);
+    Ok((plan, current))
 }
 
 pub fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {

@@ -2,9 +2,8 @@
 
 use serde_json::json;
 
-use super::{fetch, imds_client, kernel, load_config, print_json, runtime, Cli, Failure};
-use crate::reconcile::{diff, Current, Ownership};
-use crate::state;
+use super::{imds_client, load_config, observe, print_json, runtime, Cli, Failure};
+use crate::reconcile::{diff, Ownership};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -17,23 +16,8 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
     let cfg = load_config(cli)?;
     let client = imds_client(&cfg)?;
     runtime()?.block_on(async {
-        let instance = fetch(&client).await?;
-        let kernel = kernel(&cfg)?;
-        let dir = state::run_dir().map_err(Failure::runtime)?;
-        let records = state::AddressRecords::load(&dir);
-        let links = crate::netlink::Kernel::links(&kernel)
-            .await
-            .map_err(Failure::runtime)?;
-        let mut current = Current::read(&kernel, &records.owned(&links))
-            .await
-            .map_err(Failure::runtime)?;
-        let plan = crate::plan::plan(&instance, &current.links, &cfg);
-        current.read_sysctls(&plan);
-        let own = Ownership {
-            protocol: cfg.numbering.protocol,
-            ifgroup: cfg.numbering.ifgroup,
-        };
-        let changes = diff(&plan, &current, own);
+        let (plan, current) = observe(&cfg, &client).await?;
+        let changes = diff(&plan, &current, Ownership::from(&cfg));
         if args.json {
             let mut v = serde_json::to_value(&plan)
                 .map_err(|e| Failure::runtime(format!("cannot render JSON: {e}")))?;

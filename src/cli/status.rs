@@ -7,11 +7,10 @@ use std::collections::BTreeSet;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::{imds_client, kernel, load_config, print_json, runtime, Cli, Failure};
+use super::{imds_client, load_config, observe, print_json, runtime, Cli, Failure};
 use crate::plan::{EniStatus, Plan};
 use crate::reconcile::{diff, Current, Op, Ownership};
 use crate::routing::{KernelRule, Rule};
-use crate::state;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -126,25 +125,8 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
     let cfg = load_config(cli)?;
     let client = imds_client(&cfg)?;
     runtime()?.block_on(async {
-        let instance = crate::imds::fetch::fetch_instance(&client)
-            .await
-            .map_err(|e| Failure::runtime(format!("cannot report status: {e}")))?;
-        let kernel = kernel(&cfg)?;
-        let dir = state::run_dir().map_err(Failure::runtime)?;
-        let records = state::AddressRecords::load(&dir);
-        let links = crate::netlink::Kernel::links(&kernel)
-            .await
-            .map_err(Failure::runtime)?;
-        let mut current = Current::read(&kernel, &records.owned(&links))
-            .await
-            .map_err(Failure::runtime)?;
-        let plan = crate::plan::plan(&instance, &current.links, &cfg);
-        current.read_sysctls(&plan);
-        let own = Ownership {
-            protocol: cfg.numbering.protocol,
-            ifgroup: cfg.numbering.ifgroup,
-        };
-        let r = report(&plan, &current, own);
+        let (plan, current) = observe(&cfg, &client).await?;
+        let r = report(&plan, &current, Ownership::from(&cfg));
         if args.json {
             return print_json(&r);
         }

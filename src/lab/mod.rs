@@ -7,6 +7,7 @@ pub mod agent;
 pub mod imds_tree;
 pub mod netns;
 pub mod probe;
+pub mod scenarios;
 pub mod vpc;
 pub mod world;
 

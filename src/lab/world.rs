@@ -156,6 +156,12 @@ pub fn metadata_endpoint(vpc: &Vpc, port: u16) -> io::Result<(Simulator, String)
         vpc.router()
             .run_in(move || TcpListener::bind((IMDS_ADDR, port)))??
     };
+    // The simulator writes a response's head and body separately; with
+    // Nagle on, the body waits for the client's delayed ACK (40 ms) on
+    // every request, which would make the agent look ten times slower than
+    // it is. Accepted sockets inherit TCP_NODELAY from the listener.
+    nix::sys::socket::setsockopt(&listener, nix::sys::socket::sockopt::TcpNoDelay, &true)
+        .map_err(|e| io::Error::other(format!("TCP_NODELAY on the metadata listener: {e}")))?;
     let sim = Simulator::serve(listener, serde_json::json!({}))?;
     Ok((sim, format!("http://{IMDS_ADDR}:{port}")))
 }
@@ -211,4 +217,132 @@ pub fn management_network() -> io::Result<ManagementLab> {
         inst,
         vpc,
     })
+}
+
+impl LabInstance {
+    /// The ENIs' metadata, in attach order (for printing what was built).
+    pub fn eni_meta(&self) -> impl Iterator<Item = (&Eni, &EniMeta)> {
+        self.enis.iter().map(|(e, m)| (e, m))
+    }
+
+    /// The first half of moving an ENI to another instance: this instance's
+    /// metadata forgets it; the link stays until [`Self::adopt`] takes it.
+    pub fn release(&mut self, name: &str) -> io::Result<(Eni, EniMeta)> {
+        let i = self
+            .enis
+            .iter()
+            .position(|(e, _)| e.name() == name)
+            .ok_or_else(|| invalid(format!("no ENI {name} on instance {}", self.ns.name())))?;
+        let (eni, meta) = self.enis.remove(i);
+        self.sim.update(|t| remove_eni(t, meta.mac));
+        Ok((eni, meta))
+    }
+
+    /// The second half: this instance's metadata describes the ENI as device
+    /// `device`, then its link moves here. Metadata comes first so the agent
+    /// finds the ENI described when the kernel announces the link (EC2 may
+    /// lag instead; the agent's fast retries cover that case).
+    pub fn adopt(&mut self, vpc: &Vpc, eni: Eni, mut meta: EniMeta, device: u32) -> io::Result<()> {
+        meta.device = device;
+        self.sim.update(|t| put_eni(t, &meta));
+        vpc.move_eni(&eni, &self.ns)?;
+        self.enis.push((eni, meta));
+        Ok(())
+    }
+}
+
+/// The route table an ENI's rules point at (amazon-ec2-net-utils numbering,
+/// the agent's default base 10000).
+pub fn table_of(meta: &EniMeta) -> u32 {
+    10000 + 100 * meta.card + meta.device
+}
+
+/// A route in the VPC route table of `from`'s subnet: traffic that enters the
+/// router from that client and is headed for `dst` goes to the ENI `via`
+/// (to its primary address), e.g. a private subnet's internet route through
+/// a NAT instance, or an ingress route sending replies back through it.
+///
+/// EC2 associates route tables with subnets, so a route applies only to
+/// traffic coming from that subnet; the router models that with a policy
+/// rule on the client's port (`iif`) and a table of its own, numbered
+/// `table`. A route in the router's main table would also catch the
+/// appliance's own forwarded packets and send them straight back.
+pub fn subnet_route(
+    vpc: &Vpc,
+    from: &Client,
+    dst: Ipv4Net,
+    via: &Eni,
+    table: u32,
+) -> io::Result<()> {
+    let router = vpc.router();
+    let port = super::probe::route_get(router, std::net::IpAddr::V4(from.addr()), None)?.dev;
+    let table = table.to_string();
+    router.ip([
+        "route",
+        "replace",
+        &dst.to_string(),
+        "via",
+        &via.primary().to_string(),
+        "dev",
+        via.port(),
+        "onlink",
+        "table",
+        &table,
+    ])?;
+    router.ip([
+        "rule", "add", "iif", &port, "lookup", &table, "priority", &table,
+    ])?;
+    Ok(())
+}
+
+/// Makes the router reach the instance's ENIs as EC2's does, without the
+/// delays of the kernel's neighbour machinery:
+/// - proxy ARP answered at once: the kernel otherwise delays each reply by a
+///   random time of up to `proxy_delay` (0.8 s), a slow first connection
+///   between two instances of one subnet (only the initial namespace has a
+///   `neigh.default` to set this for every port);
+/// - each ENI address delivered to the ENI's MAC without asking: the VPC
+///   knows which ENI holds an address and never ARPs for it. The lab's
+///   router would, and when a moved ENI's veth changes namespace the port
+///   loses carrier and forgets its neighbours; an ARP sent before the new
+///   instance has configured the address goes unanswered and is retried
+///   only a second later. Permanent entries survive the carrier loss.
+pub fn deliver_like_ec2(vpc: &Vpc, inst: &LabInstance) -> io::Result<()> {
+    for (eni, meta) in &inst.enis {
+        vpc.router()
+            .sysctl(&format!("net.ipv4.neigh.{}.proxy_delay", eni.port()), "0")?;
+        for addr in &meta.ipv4s {
+            pin_neighbour(vpc, *addr, eni)?;
+        }
+    }
+    Ok(())
+}
+
+fn pin_neighbour(vpc: &Vpc, addr: Ipv4Addr, eni: &Eni) -> io::Result<()> {
+    vpc.router().ip([
+        "neigh",
+        "replace",
+        &addr.to_string(),
+        "lladdr",
+        &eni.mac().to_string(),
+        "dev",
+        eni.port(),
+        "nud",
+        "permanent",
+    ])?;
+    Ok(())
+}
+
+/// EC2's reassignment of a secondary private IPv4 to another ENI
+/// (`assign-private-ip-addresses --allow-reassignment`) as the router sees
+/// it: from now on the address is delivered to `to`.
+///
+/// The VPC knows which ENI holds an address and never ARPs for it; the lab's
+/// router would, and an ARP sent before the new holder has configured the
+/// address goes unanswered and is retried only a second later, an outage
+/// EC2 does not have. So the router is told the new ENI's MAC up front (see
+/// [`deliver_like_ec2`]).
+pub fn reassign_address(vpc: &Vpc, from: &Eni, to: &Eni, addr: Ipv4Addr) -> io::Result<()> {
+    pin_neighbour(vpc, addr, to)?;
+    vpc.move_address(from, to, addr)
 }
