@@ -161,7 +161,9 @@ struct Daemon {
     failures: u32,
 
     dirty: bool,
-    lagging: BTreeMap<Mac, Retry>,
+    /// Links waiting for their ENI's metadata: when to look again, and why
+    /// (logged when it changes).
+    lagging: BTreeMap<Mac, (Retry, String)>,
     repair: Option<Retry>,
     last_errors: Vec<String>,
     last_warnings: Vec<String>,
@@ -427,14 +429,11 @@ impl Daemon {
                 }
                 self.failures = 0;
                 self.next_poll = now + self.volatile_interval();
+                // Unchanged metadata and an unchanged kernel (any change
+                // there is an event) plan the same: nothing to do.
                 if self.instance.as_ref() != Some(&instance) {
                     tracing::debug!("metadata changed");
                     self.instance = Some(instance);
-                    self.dirty = true;
-                } else if !self.lagging.is_empty() {
-                    // Unchanged, but a link waits for it: the reconcile
-                    // re-plans the waiting links (and drops them from the
-                    // schedule if they are not ENIs after all).
                     self.dirty = true;
                 }
             }
@@ -462,7 +461,7 @@ impl Daemon {
         let mut wake = self.next_poll;
         // While metadata fails, its backoff alone decides when to ask again.
         if self.failures == 0 {
-            if let Some(lag) = self.lagging.values().map(|l| l.next).min() {
+            if let Some(lag) = self.lagging.values().map(|(l, _)| l.next).min() {
                 wake = wake.min(lag);
             }
         }
@@ -482,7 +481,7 @@ impl Daemon {
             self.next_poll = now + FAR;
         }
         if self.failures == 0 {
-            for lag in self.lagging.values_mut().filter(|l| now >= l.next) {
+            for (lag, _) in self.lagging.values_mut().filter(|(l, _)| now >= l.next) {
                 self.want_fetch = true;
                 lag.advance(now, LAG_MAX_RETRY, LAG_GIVE_UP);
             }
@@ -582,20 +581,26 @@ impl Daemon {
     /// normal rate after that.
     fn track_lag(&mut self, out: &crate::reconcile::Outcome) {
         let now = Instant::now();
-        let mut waiting: Vec<Mac> = out.unknown_macs.clone();
-        waiting.extend(
-            out.plan
-                .enis
-                .iter()
-                .filter(|e| matches!(e.status, EniStatus::NotReady(_)) && e.index.is_some())
-                .map(|e| e.mac),
-        );
-        self.lagging.retain(|mac, _| waiting.contains(mac));
-        for mac in waiting {
-            self.lagging.entry(mac).or_insert_with(|| {
-                tracing::debug!("link with MAC {mac} waits for its metadata");
-                Retry::new(now, LAG_FIRST_RETRY)
-            });
+        let mut waiting: Vec<(Mac, String)> = out
+            .unknown_macs
+            .iter()
+            .map(|m| (*m, "not in metadata yet".to_string()))
+            .collect();
+        waiting.extend(out.plan.enis.iter().filter_map(|e| match &e.status {
+            EniStatus::NotReady(reason) if e.index.is_some() => Some((e.mac, reason.clone())),
+            _ => None,
+        }));
+        self.lagging
+            .retain(|mac, _| waiting.iter().any(|(m, _)| m == mac));
+        for (mac, reason) in waiting {
+            let entry = self
+                .lagging
+                .entry(mac)
+                .or_insert_with(|| (Retry::new(now, LAG_FIRST_RETRY), String::new()));
+            if entry.1 != reason {
+                tracing::debug!("link with MAC {mac} waits for its metadata: {reason}");
+                entry.1 = reason;
+            }
         }
     }
 

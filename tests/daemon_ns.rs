@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use eniroute::imds::sim::Fault;
 use eniroute::lab::agent::{wait_for, Daemon};
+use eniroute::lab::imds_tree::put_eni;
 use eniroute::lab::world::{self, EniPlan, LabInstance};
 use eniroute::lab::{Client, Netns, Vpc};
 use nix::sys::signal::{kill, Signal};
@@ -124,10 +125,18 @@ fn hotplugged_eni_is_configured_once_its_metadata_appears() {
 
     let plan = EniPlan::new("eth2", 2, "10.0.3.0/24", &["10.0.3.30"]).unwrap();
     lab.inst.attach(&lab.vpc, &plan, false).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    // Metadata does not know the MAC yet: nothing is configured from guesses.
+    std::thread::sleep(Duration::from_millis(250));
+    // Then the MAC is listed, but device-number still reads 0, as while EC2
+    // metadata propagates.
+    let mut early = lab.inst.enis.last().unwrap().1.clone();
+    early.device = 0;
+    lab.inst.sim.update(|t| put_eni(t, &early));
+    std::thread::sleep(Duration::from_millis(250));
+    // Nothing is configured from either: no address, no rule (table 10000
+    // would have been the guess).
     assert!(!has_addr(&lab.inst.ns, "eth2", "10.0.3.30"));
     assert!(!has_rule_from(&lab.inst.ns, "10.0.3.30"));
+    assert!(d.log().contains("device-number reads 0"), "{}", d.log());
     lab.inst.publish("eth2").unwrap();
     let published = Instant::now();
     until_reached(&lab.admin, "10.0.3.30", 22, &lab.inst.ns, &d);
@@ -428,6 +437,29 @@ fn metadata_outage_keeps_routing_and_daemon_alive() {
     assert_eq!(sorted_lines(&dumps(ns)), sorted_lines(&before));
     assert!(reaches(&lab.admin, "10.0.2.21", 22, LONG).is_ok());
     assert_eq!(d.stop().unwrap(), Some(0));
+    let _ = std::fs::remove_file(cfg);
+}
+
+#[test]
+fn metadata_down_at_boot_configures_once_it_is_back() {
+    if !need_root("metadata_down_at_boot_configures_once_it_is_back") {
+        return;
+    }
+    let lab = world::management_network().unwrap();
+    let ns = &lab.inst.ns;
+    let _ssh = server(ns, 22);
+    lab.inst.sim.set_fault(None, Some(Fault::Status(503)));
+    let cfg = config_file("boot-outage", FAST_POLL);
+    let mut d = start(&lab.inst, Some(&cfg));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(d.running(), "{}", d.log());
+    // Nothing known, nothing done: DHCP's eth0 untouched, eth1 bare.
+    assert!(!has_addr(ns, "eth1", "10.0.2.20"));
+    assert!(!rules(ns).contains("proto 233"));
+    assert!(reaches(&lab.admin, "10.0.1.10", 22, LONG).is_ok());
+    lab.inst.sim.set_fault(None, None);
+    until_reached(&lab.admin, "10.0.2.21", 22, ns, &d);
+    until_ready(ns, &d);
     let _ = std::fs::remove_file(cfg);
 }
 
