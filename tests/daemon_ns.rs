@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::Ipv4Addr;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -689,4 +689,55 @@ fn systemd_readiness_watchdog_and_stopping() {
     recv_until("STOPPING=1", &mut got);
     assert_eq!(d.term(), Some(0));
     let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn event_overrun_rereads_everything() {
+    if !need_root("event_overrun_rereads_everything") {
+        return;
+    }
+    let lab = world::management_network().unwrap();
+    let ns = &lab.inst.ns;
+    // No IPv6 link-local addresses finishing DAD later on: no unrelated
+    // event may come along and trigger the re-read this test is about.
+    ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1").unwrap();
+    let _ssh = server(ns, 22);
+    let d = start(&lab.inst, None);
+    until_reached(&lab.admin, "10.0.2.21", 22, ns, &d);
+    until_ready(ns, &d);
+    // The daemon is frozen while far more notifications than its socket
+    // buffer holds pile up; the deletion of its rule comes last, so the
+    // kernel drops its notification and reports ENOBUFS instead. Only a
+    // full re-read can find the rule missing.
+    signal(&d, Signal::SIGSTOP);
+    let mut batch = String::new();
+    for i in 0..20000u32 {
+        batch += &format!(
+            "route add 192.168.{}.{}/32 dev eth0 table 500\n",
+            i / 250,
+            i % 250 + 1
+        );
+    }
+    batch += "rule del priority 10001 from 10.0.2.21 lookup 10001\n";
+    let mut ip = ns
+        .command("ip")
+        .args(["-batch", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    ip.stdin
+        .take()
+        .unwrap()
+        .write_all(batch.as_bytes())
+        .unwrap();
+    let ok = ip.wait().unwrap().success();
+    signal(&d, Signal::SIGCONT);
+    assert!(ok, "ip -batch failed");
+    // Metadata is polled every 5 s, and an unchanged read reconciles
+    // nothing: only the overrun can explain a restore within 3 s.
+    wait_for(Duration::from_secs(3), || has_rule_from(ns, "10.0.2.21"))
+        .unwrap_or_else(|| panic!("rule not restored after the overrun\n{}", diag(ns, &d)));
+    let log = d.log();
+    assert!(log.contains("overran"), "no overrun seen:\n{log}");
+    assert!(reaches(&lab.admin, "10.0.2.21", 22, LONG).is_ok());
 }
