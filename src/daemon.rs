@@ -632,10 +632,17 @@ impl Daemon {
 
     /// SIGHUP: a bad file is reported and the running configuration kept.
     fn reload(&mut self) {
-        let mut new = match config::load(self.config_path.as_deref()) {
+        let mut new = match config::load_checked(self.config_path.as_deref()) {
             Ok(c) => c,
-            Err(e) => {
-                tracing::error!("reload: {e}; keeping the running configuration");
+            Err(errors) => {
+                // Every problem at once, so one edit can fix them all.
+                for e in &errors {
+                    tracing::error!("reload: {e}");
+                }
+                tracing::error!(
+                    "reload: {} problems in the configuration; keeping the running one",
+                    errors.len()
+                );
                 return;
             }
         };
