@@ -2,37 +2,56 @@
 //! volatile metadata, retries quickly while a new ENI's metadata settles,
 //! and never tears anything down because something outside failed.
 //!
-//! One task, one loop: events, timers and signals all end up in the same
-//! place (`dirty` / `fetch`), and one reconcile follows however many of them
-//! arrived together.
+//! One loop decides everything; events, timers and signals only set flags
+//! (`dirty`: re-read the kernel and reconcile; `want_fetch`: re-read
+//! metadata), and one reconcile follows however many of them arrived
+//! together. Metadata is read by a separate task, because a read against a
+//! broken endpoint can take seconds (timeouts, retries): the loop must keep
+//! repairing rules and answering signals meanwhile.
 
 use std::collections::BTreeMap;
+use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 
 use crate::cli::{runtime, Failure};
 use crate::config::{self, Config};
-use crate::imds::client::{ImdsClient, ImdsOptions};
+use crate::imds::client::{ImdsClient, ImdsError, ImdsOptions};
 use crate::imds::fetch::MetadataCache;
-use crate::imds::model::{Instance, Mac};
+use crate::imds::model::{EniState, Instance, Mac};
 use crate::netlink::events::{Event, EventSocket};
 use crate::netlink::rt::RtNetlink;
 use crate::notify::Notifier;
+use crate::plan::EniStatus;
 use crate::state;
 
-/// Events that arrive this close together cause one reconcile.
+/// Events that arrive this close together cause one reconcile: one attach
+/// is a link, its addresses and routes, and our own writes echo back.
 const COALESCE: Duration = Duration::from_millis(5);
-/// Fast retries for an ENI whose metadata is not there yet.
-const LAG_FIRST_RETRY: Duration = Duration::from_millis(50);
+/// Retry schedule for a link whose ENI metadata is not there yet (EC2 lists
+/// a new MAC, and its device-number, a little after the link appears). The
+/// first retries are cheap (the listing and a few keys from a link-local
+/// endpoint) and a short lag is common, so they start well under 50 ms.
+const LAG_FIRST_RETRY: Duration = Duration::from_millis(10);
 const LAG_MAX_RETRY: Duration = Duration::from_secs(1);
 const LAG_GIVE_UP: Duration = Duration::from_secs(120);
-/// Metadata failures back off to this.
-const FAILURE_MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// Boot is never held up longer than this waiting for the first reconcile.
+/// Retry schedule for a reconcile that failed or left errors, and for
+/// links udev has not finished with.
+const REPAIR_FIRST_RETRY: Duration = Duration::from_millis(50);
+const REPAIR_MAX_RETRY: Duration = Duration::from_secs(5);
+/// First retry after a failed metadata read; it doubles up to the normal
+/// poll interval, never beyond: an outage must not make the agent slower to
+/// notice that metadata is back than it is to notice a change.
+const FAILURE_FIRST_RETRY: Duration = Duration::from_millis(250);
+/// Boot is never held up longer than this waiting for the first reconcile
+/// (systemd's own start timeout is usually 90 s; 30 s is the promise).
 const READY_DEADLINE: Duration = Duration::from_secs(25);
+/// Stands for "no deadline" where an `Instant` is needed.
+const FAR: Duration = Duration::from_secs(3600);
 
 pub fn run(
     config: Config,
@@ -49,28 +68,109 @@ pub fn run(
     })
 }
 
-/// A MAC seen on a link but not (yet) usable in metadata.
-struct Lagging {
+/// A retry schedule with exponential backoff.
+#[derive(Debug, Clone, Copy)]
+struct Retry {
     since: Instant,
     next: Instant,
     step: Duration,
+}
+
+impl Retry {
+    fn new(now: Instant, first: Duration) -> Retry {
+        Retry {
+            since: now,
+            next: now + first,
+            step: first,
+        }
+    }
+
+    /// Called when `next` has passed: schedules the following attempt.
+    fn advance(&mut self, now: Instant, max: Duration, give_up: Duration) {
+        self.step = (self.step * 2).min(max);
+        self.next = if now.duration_since(self.since) > give_up {
+            now + FAR
+        } else {
+            now + self.step
+        };
+    }
+}
+
+/// What the metadata task is asked to do before its next read.
+struct FetchRequest {
+    /// A new client (the endpoint or timeouts changed on reload).
+    client: Option<ImdsClient>,
+    static_max_age: Duration,
+    /// Forget every cached static key (SIGUSR1: the operator wants
+    /// everything read again).
+    clear: bool,
+    /// Forget these MACs' cached keys (their link went away; if it comes
+    /// back, it may come back with another device number).
+    forget: Vec<Mac>,
+}
+
+type FetchResult = Result<Instance, ImdsError>;
+
+/// Reads metadata on request, one read at a time, keeping the per-MAC
+/// cache of static keys between reads.
+async fn metadata_task(
+    mut client: ImdsClient,
+    mut requests: mpsc::UnboundedReceiver<FetchRequest>,
+    results: mpsc::UnboundedSender<FetchResult>,
+) {
+    let mut cache = MetadataCache::new();
+    while let Some(req) = requests.recv().await {
+        if let Some(c) = req.client {
+            client = c;
+            cache.clear();
+        }
+        if req.clear {
+            cache.clear();
+        }
+        for mac in req.forget {
+            cache.invalidate(mac);
+        }
+        let result = cache.refresh(&client, req.static_max_age).await;
+        if results.send(result).is_err() {
+            return;
+        }
+    }
 }
 
 struct Daemon {
     config: Config,
     config_path: Option<PathBuf>,
     endpoint_override: Option<String>,
-    client: ImdsClient,
-    cache: MetadataCache,
+    endpoint: String,
     kernel: RtNetlink,
     records: state::AddressRecords,
     notifier: Notifier,
+    /// The last metadata read that succeeded; `None` until one did.
     instance: Option<Instance>,
-    lagging: BTreeMap<Mac, Lagging>,
+
+    requests: mpsc::UnboundedSender<FetchRequest>,
+    results: mpsc::UnboundedReceiver<FetchResult>,
+    /// Parts of the next request, gathered until it is sent.
+    next_client: Option<ImdsClient>,
+    clear_cache: bool,
+    forget: Vec<Mac>,
+    want_fetch: bool,
+    /// When the running metadata read started.
+    in_flight: Option<Instant>,
+    next_poll: Instant,
     failures: u32,
+
+    dirty: bool,
+    /// Links waiting for their ENI's metadata: when to look again, and why
+    /// (logged when it changes).
+    lagging: BTreeMap<Mac, (Retry, String)>,
+    repair: Option<Retry>,
+    last_errors: Vec<String>,
+    last_warnings: Vec<String>,
+    last_status: String,
+
+    started: Instant,
     ready: bool,
-    reconciles: u64,
-    last_summary: String,
 }
 
 impl Daemon {
@@ -82,23 +182,39 @@ impl Daemon {
     ) -> Result<Daemon, Failure> {
         let client =
             ImdsClient::new(ImdsOptions::from(&config.metadata)).map_err(Failure::usage)?;
+        let endpoint = client.endpoint().to_string();
         let kernel = RtNetlink::connect(config.numbering.protocol)
             .map_err(|e| Failure::runtime(format!("cannot open a netlink socket: {e}")))?;
+        let (requests, request_rx) = mpsc::unbounded_channel();
+        let (result_tx, results) = mpsc::unbounded_channel();
+        tokio::spawn(metadata_task(client, request_rx, result_tx));
+        let now = Instant::now();
         Ok(Daemon {
             config,
             config_path,
             endpoint_override,
-            client,
-            cache: MetadataCache::new(),
+            endpoint,
             kernel,
             records,
             notifier: Notifier::from_env(),
             instance: None,
-            lagging: BTreeMap::new(),
+            requests,
+            results,
+            next_client: None,
+            clear_cache: false,
+            forget: Vec::new(),
+            want_fetch: true,
+            in_flight: None,
+            next_poll: now,
             failures: 0,
+            dirty: true,
+            lagging: BTreeMap::new(),
+            repair: None,
+            last_errors: Vec::new(),
+            last_warnings: Vec::new(),
+            last_status: String::new(),
+            started: now,
             ready: false,
-            reconciles: 0,
-            last_summary: String::new(),
         })
     }
 
@@ -111,8 +227,7 @@ impl Daemon {
     }
 
     async fn run(&mut self) -> Result<(), Failure> {
-        let mut events = EventSocket::open()
-            .map_err(|e| Failure::runtime(format!("cannot subscribe to netlink events: {e}")))?;
+        let mut events = open_events()?;
         let sig = |kind: SignalKind, name: &str| {
             signal(kind).map_err(|e| Failure::runtime(format!("cannot handle {name}: {e}")))
         };
@@ -121,80 +236,61 @@ impl Daemon {
         let mut term = sig(SignalKind::terminate(), "SIGTERM")?;
         let mut int = sig(SignalKind::interrupt(), "SIGINT")?;
         let watchdog = Notifier::watchdog_interval();
-        let started = Instant::now();
-        let far = Duration::from_secs(3600);
+        let mut next_watchdog = Instant::now();
 
         tracing::info!(
-            "eniroute {} starting; metadata {}",
+            "eniroute {} starting (pid {}); metadata {}, polled every {:?}",
             env!("CARGO_PKG_VERSION"),
-            self.client.endpoint()
+            std::process::id(),
+            self.endpoint,
+            self.volatile_interval()
         );
-        let mut fetch = true;
-        let mut dirty = true;
-        let mut next_poll = Instant::now();
-        let mut next_watchdog = Instant::now();
         loop {
-            if fetch {
-                fetch = false;
-                let ok = self.refresh_metadata().await;
-                next_poll = Instant::now()
-                    + if ok {
-                        self.volatile_interval()
-                    } else {
-                        self.failure_backoff()
-                    };
-                dirty |= ok;
-            }
-            if dirty {
-                dirty = false;
+            self.start_fetch();
+            if self.dirty {
+                self.dirty = false;
                 self.reconcile().await;
             }
-            if !self.ready && started.elapsed() >= READY_DEADLINE {
-                self.ready = true;
-                self.notifier.send(&format!(
-                    "READY=1\nSTATUS=started without a complete reconcile: {}",
-                    self.missing()
-                ));
-                tracing::warn!(
-                    "reporting ready after {READY_DEADLINE:?} without a complete reconcile: {}",
-                    self.missing()
-                );
-            }
-            let lag_at = self.lagging.values().map(|l| l.next).min();
-            let ready_at = (!self.ready).then(|| started + READY_DEADLINE);
-            let wake = [Some(next_poll), lag_at, ready_at]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or_else(|| Instant::now() + far);
-            let watchdog_at = watchdog
-                .map(|_| next_watchdog)
-                .unwrap_or_else(|| Instant::now() + far);
+            self.check_ready_deadline();
+            let wake = self.next_wake();
+            let watchdog_at = match watchdog {
+                Some(_) => next_watchdog,
+                None => Instant::now() + FAR,
+            };
             tokio::select! {
                 ev = events.next() => {
                     match ev {
                         Ok(first) => {
-                            fetch |= self.note_event(&first);
-                            // Coalesce the burst that usually follows (one
-                            // attach is a link, addresses and routes).
+                            self.note_event(&first);
                             let deadline = tokio::time::Instant::now() + COALESCE;
-                            while let Ok(Ok(ev)) = tokio::time::timeout_at(deadline, events.next()).await {
-                                fetch |= self.note_event(&ev);
+                            while let Ok(Ok(ev)) =
+                                tokio::time::timeout_at(deadline, events.next()).await
+                            {
+                                self.note_event(&ev);
                             }
                         }
                         Err(e) => {
-                            tracing::warn!("netlink event socket: {e}; re-reading everything");
+                            // Not an overrun (that is an event): the socket
+                            // itself broke. A new one, then a full re-read,
+                            // since anything may have changed unseen.
+                            tracing::warn!("netlink event socket: {e}; reopening it and re-reading everything");
                             tokio::time::sleep(Duration::from_millis(100)).await;
+                            match open_events() {
+                                Ok(s) => events = s,
+                                Err(e) => tracing::error!("{e}"),
+                            }
+                            self.want_fetch = true;
                         }
                     }
-                    dirty = true;
+                    self.dirty = true;
                 }
-                _ = sleep_until(wake.into()) => {
-                    let now = Instant::now();
-                    if now >= next_poll || lag_at.is_some_and(|t| now >= t) {
-                        fetch = true;
+                Some(result) = self.results.recv() => {
+                    if let Some(t) = self.in_flight.take() {
+                        tracing::debug!("metadata read in {:?}", t.elapsed());
                     }
+                    self.metadata_read(result);
                 }
+                _ = sleep_until(wake.into()) => self.timers_fired(),
                 _ = sleep_until(watchdog_at.into()) => {
                     self.notifier.send("WATCHDOG=1");
                     if let Some(w) = watchdog {
@@ -202,85 +298,198 @@ impl Daemon {
                     }
                 }
                 _ = usr1.recv() => {
-                    tracing::info!("SIGUSR1: refreshing metadata now");
-                    self.cache.clear();
-                    fetch = true;
+                    tracing::info!("SIGUSR1: reading metadata again now");
+                    self.clear_cache = true;
+                    self.want_fetch = true;
                 }
                 _ = hup.recv() => {
                     self.reload();
-                    fetch = true;
-                    dirty = true;
+                    self.want_fetch = true;
+                    self.dirty = true;
                 }
-                _ = term.recv() => {
-                    tracing::info!("SIGTERM: stopping, routing stays in place");
-                    self.notifier.send("STOPPING=1");
-                    return Ok(());
-                }
-                _ = int.recv() => {
-                    tracing::info!("SIGINT: stopping, routing stays in place");
-                    self.notifier.send("STOPPING=1");
-                    return Ok(());
-                }
+                _ = term.recv() => return self.stop("SIGTERM"),
+                _ = int.recv() => return self.stop("SIGINT"),
             }
         }
     }
 
-    /// Records what an event means; returns whether metadata must be read
-    /// (a link appeared whose MAC metadata has not described yet).
-    fn note_event(&mut self, ev: &Event) -> bool {
+    fn stop(&self, why: &str) -> Result<(), Failure> {
+        tracing::info!("{why}: stopping; routing stays in place");
+        self.notifier.send("STOPPING=1");
+        Ok(())
+    }
+
+    /// Sends the next metadata request, if one is wanted and none is
+    /// running (one read at a time: a second one would only race the first).
+    fn start_fetch(&mut self) {
+        if !self.want_fetch || self.in_flight.is_some() {
+            return;
+        }
+        let req = FetchRequest {
+            client: self.next_client.take(),
+            static_max_age: self.static_max_age(),
+            clear: std::mem::take(&mut self.clear_cache),
+            forget: std::mem::take(&mut self.forget),
+        };
+        if self.requests.send(req).is_err() {
+            // The task only ends when this side is dropped; should it have
+            // died anyway, the last good state stays in place.
+            tracing::error!("metadata reader is gone; keeping the last known state");
+            self.want_fetch = false;
+            return;
+        }
+        self.want_fetch = false;
+        self.in_flight = Some(Instant::now());
+        // The next poll is scheduled when this read finishes.
+        self.next_poll = Instant::now() + FAR;
+    }
+
+    /// Records what an event means for the next round.
+    fn note_event(&mut self, ev: &Event) {
+        tracing::trace!("{ev:?}");
         match ev {
             Event::Overrun => {
                 tracing::warn!("netlink events overran the socket buffer; re-reading everything");
-                false
+                // A link may have appeared among the lost events.
+                self.want_fetch = true;
             }
             Event::Link {
                 mac: Some(mac),
-                removed: false,
+                removed: true,
                 ..
-            } => {
+            } => self.forget_mac(*mac),
+            Event::Link {
+                mac: Some(mac),
+                removed: false,
+                added,
+                ..
+            } if mac.octets() != [0; 6] => {
                 let known = self
                     .instance
                     .as_ref()
                     .and_then(|i| i.get(*mac))
-                    .is_some_and(|e| matches!(e, crate::imds::model::EniState::Ready(_)));
-                !known && mac.octets() != [0; 6]
+                    .is_some_and(|e| matches!(e, EniState::Ready(_)));
+                if !known {
+                    // A link metadata does not describe (yet): a hot-plugged
+                    // ENI shows up in the kernel first.
+                    self.want_fetch = true;
+                } else if *added {
+                    // Known from a read made before the link appeared: act
+                    // on it now, and read again in case this is a new
+                    // attachment with another device number.
+                    self.forget.push(*mac);
+                    self.want_fetch = true;
+                }
             }
-            _ => false,
+            _ => {}
         }
     }
 
-    fn failure_backoff(&self) -> Duration {
-        let exp = self.failures.min(8);
-        (Duration::from_millis(250) * 2u32.pow(exp)).min(FAILURE_MAX_BACKOFF)
+    /// A link went away: what metadata said about its attachment may be
+    /// void (a re-attach of the same MAC can bring another device number),
+    /// so it is read again before anything is configured from it. Until
+    /// then the ENI counts as not ready, which also leaves alone any other
+    /// link with that MAC (a VLAN on the ENI going away is not the ENI
+    /// going away).
+    fn forget_mac(&mut self, mac: Mac) {
+        self.lagging.remove(&mac);
+        let Some(e) = self
+            .instance
+            .as_mut()
+            .and_then(|i| i.enis.iter_mut().find(|e| e.mac() == mac))
+        else {
+            // Not an ENI (a container's veth, say): nothing to re-read.
+            return;
+        };
+        *e = EniState::NotReady {
+            mac,
+            reason: "its link went away; reading its metadata again".into(),
+        };
+        self.forget.push(mac);
+        self.want_fetch = true;
     }
 
-    /// Reads metadata. On failure the last good instance stays in force:
-    /// an outage must never look like "no ENIs".
-    async fn refresh_metadata(&mut self) -> bool {
-        match self
-            .cache
-            .refresh(&self.client, self.static_max_age())
-            .await
-        {
+    fn failure_backoff(&self) -> Duration {
+        let exp = self.failures.saturating_sub(1).min(16);
+        let step = FAILURE_FIRST_RETRY.saturating_mul(2u32.saturating_pow(exp));
+        jitter(step.min(self.volatile_interval()))
+    }
+
+    /// A metadata read finished. On failure the last good instance stays in
+    /// force: an outage must never look like "no ENIs".
+    fn metadata_read(&mut self, result: FetchResult) {
+        let now = Instant::now();
+        match result {
             Ok(instance) => {
                 if self.failures > 0 {
-                    tracing::info!("metadata reachable again after {} failures", self.failures);
+                    tracing::info!(
+                        "metadata readable again after {} failed reads",
+                        self.failures
+                    );
                 }
                 self.failures = 0;
-                let changed = self.instance.as_ref() != Some(&instance);
-                if changed {
+                self.next_poll = now + self.volatile_interval();
+                // Unchanged metadata and an unchanged kernel (any change
+                // there is an event) plan the same: nothing to do.
+                if self.instance.as_ref() != Some(&instance) {
                     tracing::debug!("metadata changed");
+                    self.instance = Some(instance);
+                    self.dirty = true;
                 }
-                self.instance = Some(instance);
-                changed || !self.lagging.is_empty()
             }
             Err(e) => {
                 self.failures += 1;
-                tracing::warn!(
-                    "metadata: {e}; keeping the last known state, retrying in {:?}",
-                    self.failure_backoff()
-                );
-                false
+                let retry = self.failure_backoff();
+                self.next_poll = now + retry;
+                // The first failure is worth a warning; a long outage
+                // repeats it at most once a minute or so.
+                let log_it = self.failures == 1 || self.failures.is_power_of_two();
+                if log_it {
+                    tracing::warn!(
+                        "{e}; keeping the last known state ({} failed reads in a row), retrying in {retry:?}",
+                        self.failures
+                    );
+                } else {
+                    tracing::debug!("{e}; retrying in {retry:?}");
+                }
+            }
+        }
+    }
+
+    /// The earliest timer: poll, lag retry, repair retry, ready deadline.
+    fn next_wake(&self) -> Instant {
+        let mut wake = self.next_poll;
+        // While metadata fails, its backoff alone decides when to ask again.
+        if self.failures == 0 {
+            if let Some(lag) = self.lagging.values().map(|(l, _)| l.next).min() {
+                wake = wake.min(lag);
+            }
+        }
+        if let Some(r) = &self.repair {
+            wake = wake.min(r.next);
+        }
+        if !self.ready {
+            wake = wake.min(self.started + READY_DEADLINE);
+        }
+        wake
+    }
+
+    fn timers_fired(&mut self) {
+        let now = Instant::now();
+        if now >= self.next_poll {
+            self.want_fetch = true;
+            self.next_poll = now + FAR;
+        }
+        if self.failures == 0 {
+            for (lag, _) in self.lagging.values_mut().filter(|(l, _)| now >= l.next) {
+                self.want_fetch = true;
+                lag.advance(now, LAG_MAX_RETRY, LAG_GIVE_UP);
+            }
+        }
+        if let Some(r) = &mut self.repair {
+            if now >= r.next {
+                self.dirty = true;
+                r.advance(now, REPAIR_MAX_RETRY, FAR);
             }
         }
     }
@@ -290,128 +499,241 @@ impl Daemon {
             return;
         };
         let t0 = Instant::now();
-        match crate::reconcile::reconcile(&self.kernel, instance, &self.config, &mut self.records)
-            .await
-        {
-            Ok(out) => {
-                self.reconciles += 1;
-                for op in &out.applied.ops {
-                    tracing::info!("{op}");
-                }
-                for e in &out.applied.errors {
-                    tracing::error!("{e}");
-                }
-                let summary = out.plan.warnings.join("; ");
-                if summary != self.last_summary {
-                    for w in &out.plan.warnings {
-                        tracing::warn!("{w}");
-                    }
-                    self.last_summary = summary;
-                }
-                if !out.applied.ops.is_empty() {
-                    tracing::info!(
-                        "reconciled: {} changes, {} writes in {:?}",
-                        out.applied.ops.len(),
-                        out.applied.writes,
-                        t0.elapsed()
-                    );
-                }
-                self.track_lag(&out);
-                let managed = out
-                    .plan
-                    .enis
-                    .iter()
-                    .filter(|e| e.status == crate::plan::EniStatus::Managed)
-                    .count();
-                let status = format!(
-                    "STATUS={managed} ENIs managed; last reconcile {} changes, {} pending",
-                    out.applied.ops.len(),
-                    self.lagging.len()
-                );
-                if !self.ready && out.applied.errors.is_empty() {
-                    self.ready = true;
-                    self.notifier.send(&format!("READY=1\n{status}"));
-                } else {
-                    self.notifier.send(&status);
-                }
+        let result =
+            crate::reconcile::reconcile(&self.kernel, instance, &self.config, &mut self.records)
+                .await;
+        let took = t0.elapsed();
+        let out = match result {
+            Ok(out) => out,
+            Err(e) => {
+                tracing::warn!("reconcile: {e}; retrying");
+                self.schedule_repair(true);
+                return;
             }
-            Err(e) => tracing::warn!("reconcile: {e}; will retry on the next event or poll"),
+        };
+        for op in &out.applied.ops {
+            tracing::info!("{op}");
+        }
+        // The same failure on every retry is logged once.
+        if out.applied.errors != self.last_errors {
+            for e in &out.applied.errors {
+                tracing::error!("{e}");
+            }
+            self.last_errors = out.applied.errors.clone();
+        }
+        if out.plan.warnings != self.last_warnings {
+            for w in &out.plan.warnings {
+                tracing::warn!("{w}");
+            }
+            self.last_warnings = out.plan.warnings.clone();
+        }
+        if !out.applied.ops.is_empty() {
+            tracing::info!(
+                "reconciled: {} changes, {} writes in {took:?}",
+                out.applied.ops.len(),
+                out.applied.writes
+            );
+        }
+        self.track_lag(&out);
+        self.schedule_repair(!out.applied.errors.is_empty() || !out.udev_pending.is_empty());
+
+        let managed = out
+            .plan
+            .enis
+            .iter()
+            .filter(|e| e.status == EniStatus::Managed)
+            .count();
+        let mut status = format!("{managed} ENIs managed");
+        if !self.lagging.is_empty() {
+            status += &format!(", {} waiting for metadata", self.lagging.len());
+        }
+        if !out.applied.errors.is_empty() {
+            status += &format!(", {} changes failing", out.applied.errors.len());
+        }
+        status += &format!(
+            "; last reconcile: {} changes in {} ms",
+            out.applied.ops.len(),
+            took.as_millis()
+        );
+        if !self.ready && out.applied.errors.is_empty() {
+            self.ready = true;
+            tracing::info!("ready: {status}");
+            self.notifier.send(&format!("READY=1\nSTATUS={status}"));
+        } else if status != self.last_status {
+            self.notifier.send(&format!("STATUS={status}"));
+        }
+        self.last_status = status;
+    }
+
+    /// Keeps (or ends) the retry schedule for a reconcile that could not
+    /// finish: a failed change, a failed kernel read, a link udev still holds.
+    fn schedule_repair(&mut self, needed: bool) {
+        if !needed {
+            self.repair = None;
+        } else if self.repair.is_none() {
+            self.repair = Some(Retry::new(Instant::now(), REPAIR_FIRST_RETRY));
         }
     }
 
     /// Keeps the fast-retry schedule for links whose ENI metadata is not
-    /// usable yet: starting at 50 ms, doubling to 1 s, for up to 120 s.
+    /// usable yet: 10 ms, doubling to 1 s, for up to 120 s. A link that is
+    /// no ENI at all (a bridge, a container's veth) ends up polled at the
+    /// normal rate after that.
     fn track_lag(&mut self, out: &crate::reconcile::Outcome) {
         let now = Instant::now();
-        let mut waiting: Vec<Mac> = out.unknown_macs.clone();
-        waiting.extend(
-            out.plan
-                .enis
-                .iter()
-                .filter(|e| {
-                    matches!(e.status, crate::plan::EniStatus::NotReady(_)) && e.index.is_some()
-                })
-                .map(|e| e.mac),
-        );
-        self.lagging.retain(|mac, _| waiting.contains(mac));
-        for mac in waiting {
-            let entry = self.lagging.entry(mac).or_insert(Lagging {
-                since: now,
-                next: now,
-                step: LAG_FIRST_RETRY,
-            });
-            if entry.next <= now {
-                entry.next = now + entry.step;
-                entry.step = (entry.step * 2).min(LAG_MAX_RETRY);
-            }
-            if now.duration_since(entry.since) > LAG_GIVE_UP {
-                // Not an ENI after all (a bridge, a container's veth), or
-                // metadata never caught up: back to the normal poll.
-                entry.next = now + Duration::from_secs(3600);
+        let mut waiting: Vec<(Mac, String)> = out
+            .unknown_macs
+            .iter()
+            .map(|m| (*m, "not in metadata yet".to_string()))
+            .collect();
+        waiting.extend(out.plan.enis.iter().filter_map(|e| match &e.status {
+            EniStatus::NotReady(reason) if e.index.is_some() => Some((e.mac, reason.clone())),
+            _ => None,
+        }));
+        self.lagging
+            .retain(|mac, _| waiting.iter().any(|(m, _)| m == mac));
+        for (mac, reason) in waiting {
+            let entry = self
+                .lagging
+                .entry(mac)
+                .or_insert_with(|| (Retry::new(now, LAG_FIRST_RETRY), String::new()));
+            if entry.1 != reason {
+                tracing::debug!("link with MAC {mac} waits for its metadata: {reason}");
+                entry.1 = reason;
             }
         }
     }
 
+    /// Tells systemd the agent is up even though it could not finish, so
+    /// boot goes on, and says what is missing.
+    fn check_ready_deadline(&mut self) {
+        if self.ready || self.started.elapsed() < READY_DEADLINE {
+            return;
+        }
+        self.ready = true;
+        let missing = self.missing();
+        tracing::warn!(
+            "reporting ready after {READY_DEADLINE:?} without a complete reconcile: {missing}"
+        );
+        self.notifier.send(&format!(
+            "READY=1\nSTATUS=started without a complete reconcile: {missing}"
+        ));
+    }
+
     fn missing(&self) -> String {
         if self.instance.is_none() {
-            format!("metadata not reachable at {}", self.client.endpoint())
-        } else if !self.lagging.is_empty() {
-            format!("{} ENIs still waiting for metadata", self.lagging.len())
+            format!("metadata not readable at {}", self.endpoint)
+        } else if !self.last_errors.is_empty() {
+            format!("{} changes failing, see the log", self.last_errors.len())
         } else {
-            "reconcile failed, see the log".into()
+            "the kernel could not be read, see the log".into()
         }
     }
 
     /// SIGHUP: a bad file is reported and the running configuration kept.
     fn reload(&mut self) {
-        match config::load(self.config_path.as_deref()) {
-            Ok(mut new) => {
-                // A metadata endpoint given on the command line still wins.
-                if let Some(url) = &self.endpoint_override {
-                    new.metadata.endpoint = url.clone();
-                    new.metadata.use_ipv6 = false;
+        let mut new = match config::load_checked(self.config_path.as_deref()) {
+            Ok(c) => c,
+            Err(errors) => {
+                // Every problem at once, so one edit can fix them all.
+                for e in &errors {
+                    tracing::error!("reload: {e}");
                 }
-                // Ownership is recognised by these numbers: changing them
-                // under a running agent would orphan what it created.
-                if new.numbering != self.config.numbering {
-                    tracing::error!(
-                        "reload: [numbering] changed; that needs `eniroute cleanup` and a restart, keeping the running configuration"
-                    );
+                tracing::error!(
+                    "reload: {} problems in the configuration; keeping the running one",
+                    errors.len()
+                );
+                return;
+            }
+        };
+        // A metadata endpoint given on the command line still wins.
+        if let Some(url) = &self.endpoint_override {
+            new.metadata.endpoint = url.clone();
+            new.metadata.use_ipv6 = false;
+        }
+        // Ownership is recognised by the numbering: changing it under a
+        // running agent would orphan what it created. The rest applies now.
+        let held = config::restart_required(&self.config, &new);
+        if !held.is_empty() {
+            tracing::warn!(
+                "reload: {} changed; that takes a restart (and `eniroute cleanup` first for [numbering]); keeping the running value",
+                held.join(", ")
+            );
+            new.numbering = self.config.numbering.clone();
+            new.log.format = self.config.log.format.clone();
+        }
+        if new.metadata != self.config.metadata {
+            match ImdsClient::new(ImdsOptions::from(&new.metadata)) {
+                Ok(c) => {
+                    self.endpoint = c.endpoint().to_string();
+                    self.next_client = Some(c);
+                }
+                Err(e) => {
+                    tracing::error!("reload: {e}; keeping the running configuration");
                     return;
                 }
-                if new.metadata != self.config.metadata {
-                    match ImdsClient::new(ImdsOptions::from(&new.metadata)) {
-                        Ok(c) => self.client = c,
-                        Err(e) => {
-                            tracing::error!("reload: {e}; keeping the running configuration");
-                            return;
-                        }
-                    }
-                }
-                tracing::info!("configuration reloaded");
-                self.config = new;
             }
-            Err(e) => tracing::error!("reload: {e}; keeping the running configuration"),
+        }
+        if new.log.level != self.config.log.level {
+            crate::logging::set_level(&new.log.level);
+        }
+        if new == self.config {
+            tracing::info!("reload: configuration unchanged");
+        } else {
+            tracing::info!("reload: configuration applied");
+            self.config = new;
+            self.next_poll = self
+                .next_poll
+                .min(Instant::now() + self.volatile_interval());
+        }
+    }
+}
+
+fn open_events() -> Result<EventSocket, Failure> {
+    EventSocket::open()
+        .map_err(|e| Failure::runtime(format!("cannot subscribe to netlink events: {e}")))
+}
+
+/// `d` ± 20 %, so agents on many hosts that failed together do not retry
+/// together.
+fn jitter(d: Duration) -> Duration {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    let r = (h.finish() % 401) as f64 / 1000.0; // 0.0 ..= 0.4
+    d.mul_f64(0.8 + r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_backs_off_to_its_cap_and_gives_up() {
+        let t0 = Instant::now();
+        let mut r = Retry::new(t0, LAG_FIRST_RETRY);
+        assert_eq!(r.next, t0 + Duration::from_millis(10));
+        let mut steps = Vec::new();
+        let mut now = r.next;
+        for _ in 0..7 {
+            r.advance(now, LAG_MAX_RETRY, LAG_GIVE_UP);
+            steps.push(r.next - now);
+            now = r.next;
+        }
+        let ms: Vec<u128> = steps.iter().map(|d| d.as_millis()).collect();
+        assert_eq!(ms, [20, 40, 80, 160, 320, 640, 1000]);
+        r.advance(
+            t0 + LAG_GIVE_UP + Duration::from_secs(1),
+            LAG_MAX_RETRY,
+            LAG_GIVE_UP,
+        );
+        assert!(r.next > t0 + LAG_GIVE_UP + Duration::from_secs(60));
+    }
+
+    #[test]
+    fn jitter_stays_within_a_fifth() {
+        for _ in 0..100 {
+            let j = jitter(Duration::from_secs(1));
+            assert!(j >= Duration::from_millis(800) && j <= Duration::from_millis(1200));
         }
     }
 }

@@ -3,6 +3,8 @@
 //! filters by level without a journald client library.
 
 use std::fmt;
+use std::io::IsTerminal;
+use std::sync::OnceLock;
 
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
@@ -36,23 +38,64 @@ where
     }
 }
 
+/// Changes the level after [`init`]; set by `init` when the level may change
+/// (not when `RUST_LOG` decides).
+static SET_LEVEL: OnceLock<SetLevel> = OnceLock::new();
+
+type SetLevel = Box<dyn Fn(&str) + Send + Sync>;
+
+fn filter_for(level: &str) -> EnvFilter {
+    EnvFilter::new(format!("eniroute={level},warn"))
+}
+
 /// Installs the global subscriber. `level` is error/warn/info/debug/trace;
 /// `RUST_LOG` overrides it. `format` is auto, text or journal.
 pub fn init(level: &str, format: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("eniroute={level},warn")));
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let env_decides = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| filter_for(level));
     let journal = match format {
         "journal" => true,
         "text" => false,
         _ => std::env::var_os("JOURNAL_STREAM").is_some(),
     };
+    // Colour codes only where a person reads them: a log file or a pipe
+    // to a collector gets plain text.
+    let ansi = std::io::stderr().is_terminal();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     // A second init (tests, the lab) keeps the first subscriber.
-    let _ = if journal {
-        builder.event_format(Journal).try_init()
+    let set: Option<SetLevel> = if journal {
+        let b = builder.event_format(Journal).with_filter_reloading();
+        let handle = b.reload_handle();
+        b.try_init()
+            .ok()
+            .map(|()| Box::new(move |level: &str| reload(|f| handle.reload(f), level)) as Box<_>)
     } else {
-        builder.with_target(false).try_init()
+        let b = builder.with_target(false).with_filter_reloading();
+        let handle = b.reload_handle();
+        b.try_init()
+            .ok()
+            .map(|()| Box::new(move |level: &str| reload(|f| handle.reload(f), level)) as Box<_>)
     };
+    if let (Some(set), false) = (set, env_decides) {
+        let _ = SET_LEVEL.set(set);
+    }
+}
+
+fn reload(apply: impl Fn(EnvFilter) -> Result<(), tracing_subscriber::reload::Error>, level: &str) {
+    if let Err(e) = apply(filter_for(level)) {
+        tracing::warn!("cannot change the log level: {e}");
+    }
+}
+
+/// Applies a new `log.level` (configuration reload). Without effect when
+/// `RUST_LOG` chose the filter: the environment wins, as at start.
+pub fn set_level(level: &str) {
+    match SET_LEVEL.get() {
+        Some(set) => set(level),
+        None => tracing::info!("log level stays as RUST_LOG sets it"),
+    }
 }

@@ -435,6 +435,11 @@ pub struct Outcome {
     /// shows up in the kernel before it shows up in metadata.
     #[serde(skip)]
     pub unknown_macs: Vec<crate::imds::model::Mac>,
+    /// Links left out because udev has not initialised them yet. udev
+    /// finishing sends no netlink event unless it renames the link, so a
+    /// caller that wants them configured must look again by itself.
+    #[serde(skip)]
+    pub udev_pending: Vec<u32>,
 }
 
 /// Brings the kernel to the plan for `instance`: read, plan, diff, apply,
@@ -461,6 +466,12 @@ pub async fn reconcile(
             .iter()
             .filter(|l| crate::udev::initialised(l.index))
             .cloned()
+            .collect();
+        out.udev_pending = current
+            .links
+            .iter()
+            .map(|l| l.index)
+            .filter(|i| !ready.iter().any(|r| r.index == *i))
             .collect();
         let plan = crate::plan::plan(instance, &ready, config);
         current.read_sysctls(&plan);

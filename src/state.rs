@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -80,12 +80,10 @@ impl Lock {
                 let _ = writeln!(&mut *file, "{}", std::process::id());
                 Ok(Lock { _file: file })
             }
-            Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                let holder = match pid.trim() {
-                    "" => String::new(),
-                    p => format!(" (pid {p})"),
+            Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
+                let holder = match holder_pid(&file) {
+                    None => String::new(),
+                    Some(p) => format!(" (pid {p})"),
                 };
                 Err(err(
                     &path,
@@ -97,6 +95,23 @@ impl Lock {
             Err((_, e)) => Err(err(&path, e)),
         }
     }
+}
+
+/// The pid the lock holder wrote. It writes it just after taking the lock,
+/// so a process that lost a race for the lock may look before it is there:
+/// give the holder a moment.
+fn holder_pid(file: &File) -> Option<u32> {
+    for _ in 0..20 {
+        let mut text = String::new();
+        let mut f = file;
+        if f.seek(SeekFrom::Start(0)).is_ok() && f.read_to_string(&mut text).is_ok() {
+            if let Ok(pid) = text.trim().parse() {
+                return Some(pid);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    None
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -219,7 +219,7 @@ impl Vpc {
             &self.router,
             &port,
         )?;
-        if let Err(e) = self.setup_eni_port(&port, router_addr, &spec.addresses) {
+        if let Err(e) = self.setup_eni_port(&port, spec.mac, router_addr, &spec.addresses) {
             let _ = self.router.ip(["link", "del", "dev", port.as_str()]);
             return Err(e);
         }
@@ -241,6 +241,7 @@ impl Vpc {
     fn setup_eni_port(
         &self,
         port: &str,
+        mac: Mac,
         router_addr: Ipv4Addr,
         addrs: &[Ipv4Addr],
     ) -> io::Result<()> {
@@ -260,7 +261,28 @@ impl Vpc {
         for addr in addrs {
             self.router
                 .ip(["route", "add", &format!("{addr}/32"), "dev", port])?;
+            self.map_address(*addr, mac, port)?;
         }
+        Ok(())
+    }
+
+    /// The VPC knows which ENI holds each address and never ARPs for it. A
+    /// router that did would, when the first packet for an address arrives
+    /// before the instance has configured it, wait a whole ARP retransmit
+    /// (1 s) before trying again: an artefact no VPC has, which would hide
+    /// how fast the agent really is.
+    fn map_address(&self, addr: Ipv4Addr, mac: Mac, port: &str) -> io::Result<()> {
+        self.router.ip([
+            "neigh",
+            "replace",
+            &addr.to_string(),
+            "lladdr",
+            &mac.to_string(),
+            "dev",
+            port,
+            "nud",
+            "permanent",
+        ])?;
         Ok(())
     }
 
@@ -294,6 +316,11 @@ impl Vpc {
         // One replace, so the router never has a moment without a route.
         self.router
             .ip(["route", "replace", &format!("{addr}/32"), "dev", &to.port])?;
+        self.map_address(addr, to.mac, &to.port)?;
+        // Only a stale mapping, unused now that the route points elsewhere.
+        let _ = self
+            .router
+            .ip(["neigh", "del", &addr.to_string(), "dev", from.port.as_str()]);
         state.enis[from.id].addresses.retain(|a| *a != addr);
         state.enis[to.id].addresses.push(addr);
         Ok(())
