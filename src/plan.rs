@@ -106,7 +106,21 @@ impl Plan {
 pub fn plan(instance: &Instance, links: &[Link], config: &Config) -> Plan {
     let mut plan = Plan::default();
     let base = config.numbering.table_base;
-    let by_mac: BTreeMap<Mac, &Link> = links.iter().filter_map(|l| l.mac.map(|m| (m, l))).collect();
+    // A VLAN or macvlan on top of an ENI shares its MAC; the ENI itself is
+    // the link created first, so the lowest ifindex wins.
+    let mut by_mac: BTreeMap<Mac, &Link> = BTreeMap::new();
+    for l in links {
+        if let Some(m) = l.mac {
+            by_mac
+                .entry(m)
+                .and_modify(|cur| {
+                    if l.index < cur.index {
+                        *cur = l
+                    }
+                })
+                .or_insert(l);
+        }
+    }
     let primary_vpc_v4: Vec<Ipv4Net> = instance
         .ready()
         .find(|e| e.mac == instance.primary_mac)
@@ -529,5 +543,40 @@ impl std::fmt::Display for Plan {
             writeln!(f, "warning: {w}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::imds::{parse, tree};
+
+    #[test]
+    fn a_vlan_sharing_the_enis_mac_does_not_take_its_place() {
+        let path = format!(
+            "{}/tests/fixtures/imds/management-network.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let t: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let instance = parse::instance_from(|p| tree::lookup(&t, p)).unwrap();
+        let link = |index, name: &str, mac: &str| Link {
+            index,
+            name: name.into(),
+            mac: Some(mac.parse().unwrap()),
+            up: true,
+            group: 0,
+            mtu: 9001,
+            addresses: vec![],
+        };
+        // The VLAN is listed first, as a dump may order it.
+        let links = vec![
+            link(7, "eth1.100", "0a:00:00:00:00:02"),
+            link(2, "eth0", "0a:00:00:00:00:01"),
+            link(3, "eth1", "0a:00:00:00:00:02"),
+        ];
+        let p = plan(&instance, &links, &Config::default());
+        assert!(p.routes.iter().filter(|r| r.table == 10001).all(|r| r.dev == "eth1"));
+        assert!(p.links.iter().all(|l| l.dev != "eth1.100"));
     }
 }
