@@ -576,7 +576,11 @@ mod tests {
             link(3, "eth1", "0a:00:00:00:00:02"),
         ];
         let p = plan(&instance, &links, &Config::default());
-        assert!(p.routes.iter().filter(|r| r.table == 10001).all(|r| r.dev == "eth1"));
+        assert!(p
+            .routes
+            .iter()
+            .filter(|r| r.table == 10001)
+            .all(|r| r.dev == "eth1"));
         assert!(p.links.iter().all(|l| l.dev != "eth1.100"));
     }
 }

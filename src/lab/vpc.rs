@@ -253,6 +253,11 @@ impl Vpc {
         // the router); the port answers for whatever it routes elsewhere.
         self.router
             .sysctl(&format!("net.ipv4.conf.{port}.proxy_arp"), "1")?;
+        // ... at once, as the VPC does: the kernel otherwise delays each
+        // proxy reply by a random time of up to `proxy_delay` (0.8 s), a slow
+        // first connection between two instances of one subnet.
+        self.router
+            .sysctl(&format!("net.ipv4.neigh.{port}.proxy_delay"), "0")?;
         // A /32 keeps the router from claiming the subnet on one port: the
         // subnet is spread over several ports (one per ENI in it), each
         // owning only its addresses.

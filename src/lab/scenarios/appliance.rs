@@ -32,7 +32,7 @@ pub(super) fn run(s: &mut Session) -> io::Result<()> {
             EniPlan::new("eth2", 2, "10.0.2.0/24", &["10.0.2.20"])?,
         ],
     )?;
-    like_ec2(&vpc, &inst)?;
+    like_ec2(&inst)?;
     let private = vpc.client("private", net4("10.0.4.5/24")?)?;
     let internet = vpc.client("inet", net4("198.51.100.10/24")?)?;
     let admin = vpc.client("admin", net4("10.9.0.5/24")?)?;

@@ -21,7 +21,7 @@ pub(super) fn run(s: &mut Session) -> io::Result<()> {
         1,
         &[EniPlan::new("eth0", 0, "10.0.1.0/24", &["10.0.1.10"])?],
     )?;
-    like_ec2(&vpc_a, &inst)?;
+    like_ec2(&inst)?;
     let overlapping = net4("10.0.0.0/16")?;
     let secondary = net4("172.31.0.0/16")?;
     let from_b = EniPlan {

@@ -38,7 +38,7 @@ pub(super) fn run(s: &mut Session) -> io::Result<()> {
         &[EniPlan::new("eth0", 0, "10.0.6.0/24", &["10.0.6.30"])?],
     )?;
     for inst in [&web, &app, &db] {
-        like_ec2(&vpc, inst)?;
+        like_ec2(inst)?;
     }
     let internet = vpc.client("inet", net4("198.51.100.10/24")?)?;
 

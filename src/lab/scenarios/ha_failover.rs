@@ -20,7 +20,7 @@ use tokio::io::AsyncReadExt;
 
 use super::runner::{expect_route, human, like_ec2, net4, sock, INTERRUPTED};
 use super::Session;
-use crate::lab::world::{self, reassign_address, EniPlan};
+use crate::lab::world::{self, EniPlan};
 use crate::lab::{Client, TcpServer, Vpc};
 
 const SERVICE_PORT: u16 = 80;
@@ -68,8 +68,8 @@ pub(super) fn run(s: &mut Session) -> io::Result<()> {
             EniPlan::new("eth2", 2, "10.0.3.0/24", &["10.0.3.20"])?,
         ],
     )?;
-    like_ec2(&vpc, &primary)?;
-    like_ec2(&vpc, &standby)?;
+    like_ec2(&primary)?;
+    like_ec2(&standby)?;
     let client = vpc.client("client", net4("198.51.100.10/24")?)?;
     let service_eni = primary.eni("eth1")?.primary();
     let floating_ip: Ipv4Addr = "10.0.3.100".parse().map_err(io::Error::other)?;
@@ -150,7 +150,7 @@ pub(super) fn run(s: &mut Session) -> io::Result<()> {
     let from = primary.eni("eth2")?.clone();
     let to = standby.eni("eth2")?.clone();
     let reassigned = Instant::now();
-    reassign_address(&vpc, &from, &to, floating_ip)?;
+    vpc.move_address(&from, &to, floating_ip)?;
     primary.set_ipv4s("eth2", vec![from.primary()])?;
     standby.set_ipv4s("eth2", vec![to.primary(), floating_ip])?;
     let refresh = s.agent().run(&standby, &["refresh"]);

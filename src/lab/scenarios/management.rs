@@ -17,7 +17,7 @@ const ADMIN_RANGE: &str = "10.9.0.0/24";
 
 pub(super) fn run(s: &mut Session) -> io::Result<()> {
     let lab = management_network()?;
-    like_ec2(&lab.vpc, &lab.inst)?;
+    like_ec2(&lab.inst)?;
     let public = ip4("10.0.1.10")?;
     let mgmt = ip4("10.0.2.20")?;
     let mgmt_secondary = ip4("10.0.2.21")?;

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::lab::agent::{self, Daemon};
-use crate::lab::world::{deliver_like_ec2, table_of, LabInstance};
+use crate::lab::world::{table_of, LabInstance};
 use crate::lab::{connect, route_get, Client, Netns, Vpc};
 
 /// Set by the lab's SIGINT/SIGTERM handler: scenarios stop at the next step
@@ -730,12 +730,10 @@ pub(super) fn read_sysctl(ns: &Netns, key: &str) -> io::Result<String> {
 
 /// Makes an instance start out as an EC2 instance does: no IP forwarding
 /// (new namespaces copy the host's IPv4 settings, and a host that runs
-/// containers forwards), and a router that delivers to its ENIs as EC2's
-/// does (see [`deliver_like_ec2`]).
-pub(super) fn like_ec2(vpc: &Vpc, inst: &LabInstance) -> io::Result<()> {
+/// containers forwards).
+pub(super) fn like_ec2(inst: &LabInstance) -> io::Result<()> {
     inst.ns.sysctl("net.ipv4.conf.all.forwarding", "0")?;
-    inst.ns.sysctl("net.ipv4.conf.default.forwarding", "0")?;
-    deliver_like_ec2(vpc, inst)
+    inst.ns.sysctl("net.ipv4.conf.default.forwarding", "0")
 }
 
 /// `IP ForwDatagrams` of `ns`: packets it routed through itself.
