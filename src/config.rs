@@ -102,6 +102,9 @@ pub struct Selection {
     /// Add rules for the primary ENI's addresses too (default). Off gives
     /// amazon-ec2-net-utils' behaviour.
     pub primary_rules: bool,
+    /// Run even where amazon-ec2-net-utils is installed. Both program the
+    /// same tables, so by default the agent refuses to change anything.
+    pub coexist_with_ec2_net_utils: bool,
 }
 
 impl Default for Selection {
@@ -109,6 +112,7 @@ impl Default for Selection {
         Selection {
             exclude: Vec::new(),
             primary_rules: true,
+            coexist_with_ec2_net_utils: false,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! route its own traffic.
 
 pub mod cli;
+pub mod coexist;
 pub mod config;
 pub mod daemon;
 pub mod imds;

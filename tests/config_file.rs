@@ -222,6 +222,7 @@ fn numbering_keys() {
 fn selection_keys() {
     run_cases(&[
         ("[selection]\nprimary_rules = false\n", Good),
+        ("[selection]\ncoexist_with_ec2_net_utils = true\n", Good),
         ("[selection]\nexclude = [{ name = \"eth[1-9]*\" }]\n", Good),
         ("[selection]\nexclude = [{ device = 1, card = 0 }]\n", Good),
         (
@@ -675,6 +676,7 @@ fn everything_set() -> Config {
         selection: Selection {
             exclude: vec![matcher.clone()],
             primary_rules: false,
+            coexist_with_ec2_net_utils: true,
         },
         enis: vec![EniOverride {
             matcher,

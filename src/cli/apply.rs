@@ -1,6 +1,8 @@
 //! `eniroute apply`: one reconcile, then exit.
 
-use super::{fetch, imds_client, kernel, load_config, print_json, runtime, Cli, Failure};
+use super::{
+    fetch, imds_client, kernel, load_config, may_change_kernel, print_json, runtime, Cli, Failure,
+};
 use crate::state;
 
 #[derive(Debug, clap::Args)]
@@ -12,6 +14,7 @@ pub struct Args {
 
 pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
     let cfg = load_config(cli)?;
+    may_change_kernel(&cfg)?;
     let client = imds_client(&cfg)?;
     let dir = state::run_dir().map_err(Failure::runtime)?;
     let _lock = state::Lock::acquire(&dir).map_err(Failure::runtime)?;

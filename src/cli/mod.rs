@@ -126,6 +126,18 @@ pub fn load_config(cli: &Cli) -> Result<Config, Failure> {
 
 /// A single-threaded runtime: the agent does one thing at a time, and a
 /// thread pool would only cost memory.
+/// Commands that change the kernel call this first: where
+/// amazon-ec2-net-utils is installed they stop, unless told otherwise.
+pub fn may_change_kernel(cfg: &Config) -> Result<(), Failure> {
+    match crate::coexist::refusal(
+        std::path::Path::new("/"),
+        cfg.selection.coexist_with_ec2_net_utils,
+    ) {
+        Some(why) => Err(Failure::usage(why)),
+        None => Ok(()),
+    }
+}
+
 pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
