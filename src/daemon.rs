@@ -521,11 +521,20 @@ impl Daemon {
             }
             self.last_errors = out.applied.errors.clone();
         }
-        if out.plan.warnings != self.last_warnings {
-            for w in &out.plan.warnings {
+        // Warnings (metadata, overlaps) and foreign rules that shadow ours
+        // are logged when they change, not on every reconcile.
+        let warnings: Vec<String> = out
+            .plan
+            .warnings
+            .iter()
+            .chain(&out.conflicts)
+            .cloned()
+            .collect();
+        if warnings != self.last_warnings {
+            for w in &warnings {
                 tracing::warn!("{w}");
             }
-            self.last_warnings = out.plan.warnings.clone();
+            self.last_warnings = warnings;
         }
         if !out.applied.ops.is_empty() {
             tracing::info!(

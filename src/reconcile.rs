@@ -424,6 +424,28 @@ pub fn teardown(current: &Current, own: Ownership) -> Vec<Op> {
     ops
 }
 
+/// Rules of others, consulted before an ENI's own (priority at most its
+/// table's), that send one of its source addresses to another table or
+/// nowhere: the agent's rules are right but never reached. Reported, never
+/// changed.
+pub fn foreign_rules_ahead(
+    sources: &[IpNet],
+    table: u32,
+    rules: &[KernelRule],
+    protocol: u8,
+) -> Vec<String> {
+    rules
+        .iter()
+        .filter(|k| k.protocol != protocol)
+        .filter(|k| k.rule.table != table && k.rule.priority <= table)
+        .filter(|k| match k.rule.from {
+            Some(from) => sources.iter().any(|s| from.contains(&s.addr())),
+            None => false,
+        })
+        .map(|k| format!("{} (protocol {})", k.rule, k.protocol))
+        .collect()
+}
+
 /// The result of one reconcile.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Outcome {
@@ -435,6 +457,9 @@ pub struct Outcome {
     /// shows up in the kernel before it shows up in metadata.
     #[serde(skip)]
     pub unknown_macs: Vec<crate::imds::model::Mac>,
+    /// Foreign rules that take a managed ENI's traffic before its own rules
+    /// (see [`foreign_rules_ahead`]), one message each.
+    pub conflicts: Vec<String>,
     /// Links left out because udev has not initialised them yet. udev
     /// finishing sends no netlink event unless it renames the link, so a
     /// caller that wants them configured must look again by itself.
@@ -480,6 +505,23 @@ pub async fn reconcile(
             .iter()
             .filter_map(|l| l.mac)
             .filter(|m| m.octets() != [0; 6] && instance.get(*m).is_none())
+            .collect();
+        out.conflicts = plan
+            .enis
+            .iter()
+            .filter(|e| e.status == crate::plan::EniStatus::Managed)
+            .filter_map(|e| Some((e, e.table?)))
+            .flat_map(|(e, table)| {
+                foreign_rules_ahead(&e.addresses, table, &current.rules, own.protocol)
+                    .into_iter()
+                    .map(move |r| {
+                        format!(
+                            "ENI {} ({}): foreign {r} is consulted before table {table} and takes its traffic",
+                            e.interface_id.as_deref().unwrap_or("?"),
+                            e.dev.as_deref().unwrap_or("?")
+                        )
+                    })
+            })
             .collect();
         out.plan = plan;
         if ops.is_empty() {

@@ -281,8 +281,12 @@ fn status_reports_rules_drift_and_conflicting_foreign_rules() {
     assert_eq!(eth1["rules_missing"].as_array().unwrap().len(), 1);
     assert_eq!(eth1["conflicts"].as_array().unwrap().len(), 1);
 
-    // apply repairs the drift; the foreign rule stays.
-    apply(&inst.ns, &inst.endpoint);
+    // apply repairs the drift, warns about the foreign rule and leaves it.
+    let out = apply(&inst.ns, &inst.endpoint);
+    assert!(
+        out.contains("warning: ENI eni-0010001lab (eth1): foreign rule from 10.0.2.21 lookup 50 priority 100"),
+        "{out}"
+    );
     let o = eniroute(&inst.ns, &inst.endpoint, &["status"]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("in sync"), "{out}");

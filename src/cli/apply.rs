@@ -29,7 +29,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
         if args.json {
             print_json(&outcome)?;
         } else {
-            for w in &outcome.plan.warnings {
+            for w in outcome.plan.warnings.iter().chain(&outcome.conflicts) {
                 println!("warning: {w}");
             }
             for op in &outcome.applied.ops {

@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::{imds_client, load_config, observe, print_json, runtime, Cli, Failure};
 use crate::plan::{EniStatus, Plan};
-use crate::reconcile::{diff, Current, Op, Ownership};
-use crate::routing::{KernelRule, Rule};
+use crate::reconcile::{diff, foreign_rules_ahead, Current, Op, Ownership};
+use crate::routing::Rule;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -46,20 +46,6 @@ struct Report {
     enis: Vec<EniReport>,
     warnings: Vec<String>,
     drift: usize,
-}
-
-fn conflicts(eni_sources: &[IpNet], table: u32, rules: &[KernelRule], protocol: u8) -> Vec<String> {
-    rules
-        .iter()
-        .filter(|k| k.protocol != protocol)
-        .filter(|k| k.rule.table != table && k.rule.priority <= table)
-        .filter(|k| !k.not_lookup || k.rule.from.is_some())
-        .filter(|k| match k.rule.from {
-            Some(from) => eni_sources.iter().any(|s| from.contains(&s.addr())),
-            None => false,
-        })
-        .map(|k| format!("{} (protocol {})", k.rule, k.protocol))
-        .collect()
 }
 
 fn op_touches(op: &Op, dev: &str, table: Option<u32>) -> bool {
@@ -109,7 +95,7 @@ fn report(plan: &Plan, current: &Current, own: Ownership) -> Report {
                 },
                 conflicts: e
                     .table
-                    .map(|t| conflicts(&e.addresses, t, &current.rules, own.protocol))
+                    .map(|t| foreign_rules_ahead(&e.addresses, t, &current.rules, own.protocol))
                     .unwrap_or_default(),
             }
         })
