@@ -292,3 +292,57 @@ fn status_reports_rules_drift_and_conflicting_foreign_rules() {
     assert!(out.contains("in sync"), "{out}");
     assert!(inst.ns.ip(["rule"]).unwrap().contains("lookup 50"));
 }
+
+#[test]
+fn ipv6_address_answers_through_its_own_eni() {
+    if !need_root("ipv6_address_answers_through_its_own_eni") {
+        return;
+    }
+    let lab = world::management_network().unwrap();
+    let inst = &lab.inst;
+    let eth1 = inst.eni("eth1").unwrap().clone();
+    let v6: std::net::Ipv6Addr = "2001:db8:2::20".parse().unwrap();
+    lab.vpc.eni_ipv6(&eth1, &[v6]).unwrap();
+    lab.vpc
+        .client_ipv6(&lab.admin, "2001:db8:9::5/64".parse().unwrap())
+        .unwrap();
+    let mac = eth1.mac().to_string();
+    inst.sim.update(|t| {
+        let e = &mut t["network"]["interfaces"]["macs"][&mac];
+        e["ipv6s"] = serde_json::json!(["2001:db8:2::20"]);
+        e["subnet-ipv6-cidr-blocks"] = serde_json::json!(["2001:db8:2::/64"]);
+    });
+    let _srv = lab::TcpServer::start(&inst.ns, "[::]:2222".parse().unwrap()).unwrap();
+
+    let out = apply(&inst.ns, &inst.endpoint);
+    assert!(
+        out.contains("+ address 2001:db8:2::20/128 dev eth1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("+ rule -6 from 2001:db8:2::20 lookup 10001 priority 10001"),
+        "{out}"
+    );
+    let seen = reaches(&lab.admin, "2001:db8:2::20", 2222, LONG)
+        .unwrap_or_else(|e| panic!("admin -> [2001:db8:2::20]: {e}\n{}", dumps(&inst.ns)));
+    assert!(seen.starts_with("[2001:db8:9::5]:"), "server saw {seen}");
+    assert_eq!(
+        dev_for(&inst.ns, "2001:db8:9::5", Some("2001:db8:2::20")),
+        "eth1"
+    );
+
+    // The rule is what carries the reply: main has no IPv6 route to the
+    // admin range on this instance.
+    inst.ns
+        .ip([
+            "-6",
+            "rule",
+            "del",
+            "from",
+            "2001:db8:2::20",
+            "lookup",
+            "10001",
+        ])
+        .unwrap();
+    assert!(reaches(&lab.admin, "2001:db8:2::20", 2222, SHORT).is_err());
+}

@@ -18,11 +18,11 @@
 //! misrouted packet is lost; it is only counted in a different place.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::netns::{veth, Netns};
 use crate::imds::model::Mac;
@@ -83,6 +83,8 @@ impl Deref for Instance {
 pub struct Client {
     netns: Arc<Netns>,
     addr: Ipv4Net,
+    /// The router's end of the client's link.
+    port: String,
 }
 
 impl Client {
@@ -444,7 +446,67 @@ impl Vpc {
         ])?;
         netns.ip(["addr", "add", &addr.to_string(), "dev", "eth0"])?;
         netns.ip(["route", "add", "default", "via", &gateway.to_string()])?;
-        Ok(Client { netns, addr })
+        Ok(Client { netns, addr, port })
+    }
+
+    /// Gives a client IPv6 as well: `addr` on its link, the first host of
+    /// `addr`'s network on the router's end, and a default route via it.
+    /// Addresses skip duplicate address detection, which would leave them
+    /// unusable for a second and has nothing to find in a lab.
+    pub fn client_ipv6(&self, client: &Client, addr: Ipv6Net) -> io::Result<()> {
+        let _state = self.lock();
+        self.router.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        let gateway = Ipv6Addr::from(u128::from(addr.network()).saturating_add(1));
+        self.router.ip([
+            "-6",
+            "addr",
+            "add",
+            &format!("{gateway}/{}", addr.prefix_len()),
+            "dev",
+            client.port.as_str(),
+            "nodad",
+        ])?;
+        client.netns.ip([
+            "-6",
+            "addr",
+            "add",
+            &addr.to_string(),
+            "dev",
+            "eth0",
+            "nodad",
+        ])?;
+        client
+            .netns
+            .ip(["-6", "route", "add", "default", "via", &gateway.to_string()])?;
+        Ok(())
+    }
+
+    /// The VPC's IPv6 side of an ENI: the router answers as `fe80:ec2::1`
+    /// (the IPv6 router of every Nitro subnet) on the ENI's port and routes
+    /// `addrs` to the ENI.
+    pub fn eni_ipv6(&self, eni: &Eni, addrs: &[Ipv6Addr]) -> io::Result<()> {
+        let _state = self.lock();
+        self.router.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        self.router.ip([
+            "-6",
+            "addr",
+            "add",
+            "fe80:ec2::1/64",
+            "dev",
+            eni.port.as_str(),
+            "nodad",
+        ])?;
+        for a in addrs {
+            self.router.ip([
+                "-6",
+                "route",
+                "add",
+                &format!("{a}/128"),
+                "dev",
+                eni.port.as_str(),
+            ])?;
+        }
+        Ok(())
     }
 
     /// A listener on 169.254.169.254:80 inside the router, for the metadata
