@@ -346,3 +346,55 @@ fn ipv6_address_answers_through_its_own_eni() {
         .unwrap();
     assert!(reaches(&lab.admin, "2001:db8:2::20", 2222, SHORT).is_err());
 }
+
+#[test]
+fn a_table_range_in_use_by_someone_else_is_refused() {
+    if !need_root("a_table_range_in_use_by_someone_else_is_refused") {
+        return;
+    }
+    let lab = world::management_network().unwrap();
+    let inst = &lab.inst;
+    // Another tool already keeps routes in table 10001.
+    inst.ns
+        .ip([
+            "route",
+            "add",
+            "10.77.0.0/16",
+            "dev",
+            "eth0",
+            "table",
+            "10001",
+        ])
+        .unwrap();
+    let before = dumps(&inst.ns);
+    let o = eniroute(&inst.ns, &inst.endpoint, &["apply"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("table 10001") && err.contains("table_base"),
+        "{err}"
+    );
+    assert_eq!(dumps(&inst.ns), before, "nothing may change");
+
+    // check-config names the line of table_base in the file.
+    let cfg = std::env::temp_dir().join(format!("eniroute-coll-{}.toml", std::process::id()));
+    std::fs::write(&cfg, "[numbering]\ntable_base = 10000\n").unwrap();
+    let o = eniroute(
+        &inst.ns,
+        &inst.endpoint,
+        &["check-config", "--config", cfg.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(&format!("{}:2:", cfg.display())), "{err}");
+    // Another base is free, and works.
+    std::fs::write(&cfg, "[numbering]\ntable_base = 20000\n").unwrap();
+    let o = eniroute(
+        &inst.ns,
+        &inst.endpoint,
+        &["--config", cfg.to_str().unwrap(), "apply"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(inst.ns.ip(["rule"]).unwrap().contains("lookup 20001"));
+    let _ = std::fs::remove_file(cfg);
+}

@@ -14,7 +14,7 @@ pub struct Args {
 
 pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
     let cfg = load_config(cli)?;
-    may_change_kernel(&cfg)?;
+    may_change_kernel(cli, &cfg)?;
     let client = imds_client(&cfg)?;
     let dir = state::run_dir().map_err(Failure::runtime)?;
     let _lock = state::Lock::acquire(&dir).map_err(Failure::runtime)?;

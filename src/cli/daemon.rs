@@ -4,6 +4,6 @@ use super::{load_config, may_change_kernel, Cli, Failure};
 
 pub fn run(cli: &Cli) -> Result<(), Failure> {
     let cfg = load_config(cli)?;
-    may_change_kernel(&cfg)?;
+    may_change_kernel(cli, &cfg)?;
     crate::daemon::run(cfg, cli.config.clone(), cli.imds_endpoint.clone())
 }

@@ -126,16 +126,64 @@ pub fn load_config(cli: &Cli) -> Result<Config, Failure> {
 
 /// A single-threaded runtime: the agent does one thing at a time, and a
 /// thread pool would only cost memory.
-/// Commands that change the kernel call this first: where
-/// amazon-ec2-net-utils is installed they stop, unless told otherwise.
-pub fn may_change_kernel(cfg: &Config) -> Result<(), Failure> {
-    match crate::coexist::refusal(
+/// Commands that change the kernel call this first. They stop where
+/// amazon-ec2-net-utils is installed (unless told otherwise), and where the
+/// table range already holds someone else's routes: the agent would mix its
+/// routes with theirs.
+pub fn may_change_kernel(cli: &Cli, cfg: &Config) -> Result<(), Failure> {
+    if let Some(why) = crate::coexist::refusal(
         std::path::Path::new("/"),
         cfg.selection.coexist_with_ec2_net_utils,
     ) {
-        Some(why) => Err(Failure::usage(why)),
-        None => Ok(()),
+        return Err(Failure::usage(why));
     }
+    let path = cli
+        .config
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
+    let collisions = table_collisions(cfg, &path).ok_or_else(|| {
+        Failure::runtime("cannot read the kernel's routes to check the table range")
+    })?;
+    match collisions.first() {
+        None => Ok(()),
+        Some(first) => {
+            for c in &collisions[1..] {
+                eprintln!("{c}");
+            }
+            Err(Failure::usage(first))
+        }
+    }
+}
+
+/// Tables in the configured range that hold someone else's routes, each as
+/// `path:line: message` (the line of `table_base` when the file sets it);
+/// `None` when the kernel's routes cannot be read.
+pub fn table_collisions(cfg: &Config, path: &std::path::Path) -> Option<Vec<String>> {
+    let in_use = runtime().ok()?.block_on(async {
+        let k = kernel(cfg).ok()?;
+        let routes = k.routes().await.ok()?;
+        Some(
+            routes
+                .into_iter()
+                .filter(|r| r.protocol != cfg.numbering.protocol)
+                .map(|r| r.route.table)
+                .collect::<Vec<u32>>(),
+        )
+    })?;
+    let line = std::fs::read_to_string(path).ok().and_then(|text| {
+        text.lines()
+            .position(|l| l.trim_start().starts_with("table_base"))
+            .map(|i| i + 1)
+    });
+    Some(
+        config::table_collisions(cfg, &in_use)
+            .into_iter()
+            .map(|m| match line {
+                Some(l) => format!("{}:{l}: {m}", path.display()),
+                None => format!("{}: {m}", path.display()),
+            })
+            .collect(),
+    )
 }
 
 pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
