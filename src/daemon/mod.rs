@@ -10,7 +10,6 @@
 //! repairing rules and answering signals meanwhile.
 
 use std::collections::BTreeMap;
-use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -20,14 +19,19 @@ use tokio::time::sleep_until;
 
 use crate::cli::{runtime, Failure};
 use crate::config::{self, Config};
-use crate::imds::client::{ImdsClient, ImdsError, ImdsOptions};
-use crate::imds::fetch::MetadataCache;
+use crate::imds::client::{ImdsClient, ImdsOptions};
 use crate::imds::model::{EniState, Instance, Mac};
 use crate::netlink::events::{Event, EventSocket};
 use crate::netlink::rt::RtNetlink;
 use crate::notify::Notifier;
 use crate::plan::EniStatus;
 use crate::state;
+
+mod metadata;
+mod retry;
+
+use metadata::{metadata_task, FetchRequest, FetchResult};
+use retry::{jitter, Retry};
 
 /// Events that arrive this close together cause one reconcile: one attach
 /// is a link, its addresses and routes, and our own writes echo back.
@@ -66,75 +70,6 @@ pub fn run(
         let mut d = Daemon::new(config, config_path, endpoint_override, records)?;
         d.run().await
     })
-}
-
-/// A retry schedule with exponential backoff.
-#[derive(Debug, Clone, Copy)]
-struct Retry {
-    since: Instant,
-    next: Instant,
-    step: Duration,
-}
-
-impl Retry {
-    fn new(now: Instant, first: Duration) -> Retry {
-        Retry {
-            since: now,
-            next: now + first,
-            step: first,
-        }
-    }
-
-    /// Called when `next` has passed: schedules the following attempt.
-    fn advance(&mut self, now: Instant, max: Duration, give_up: Duration) {
-        self.step = (self.step * 2).min(max);
-        self.next = if now.duration_since(self.since) > give_up {
-            now + FAR
-        } else {
-            now + self.step
-        };
-    }
-}
-
-/// What the metadata task is asked to do before its next read.
-struct FetchRequest {
-    /// A new client (the endpoint or timeouts changed on reload).
-    client: Option<ImdsClient>,
-    static_max_age: Duration,
-    /// Forget every cached static key (SIGUSR1: the operator wants
-    /// everything read again).
-    clear: bool,
-    /// Forget these MACs' cached keys (their link went away; if it comes
-    /// back, it may come back with another device number).
-    forget: Vec<Mac>,
-}
-
-type FetchResult = Result<Instance, ImdsError>;
-
-/// Reads metadata on request, one read at a time, keeping the per-MAC
-/// cache of static keys between reads.
-async fn metadata_task(
-    mut client: ImdsClient,
-    mut requests: mpsc::UnboundedReceiver<FetchRequest>,
-    results: mpsc::UnboundedSender<FetchResult>,
-) {
-    let mut cache = MetadataCache::new();
-    while let Some(req) = requests.recv().await {
-        if let Some(c) = req.client {
-            client = c;
-            cache.clear();
-        }
-        if req.clear {
-            cache.clear();
-        }
-        for mac in req.forget {
-            cache.invalidate(mac);
-        }
-        let result = cache.refresh(&client, req.static_max_age).await;
-        if results.send(result).is_err() {
-            return;
-        }
-    }
 }
 
 struct Daemon {
@@ -701,48 +636,4 @@ impl Daemon {
 fn open_events() -> Result<EventSocket, Failure> {
     EventSocket::open()
         .map_err(|e| Failure::runtime(format!("cannot subscribe to netlink events: {e}")))
-}
-
-/// `d` ± 20 %, so agents on many hosts that failed together do not retry
-/// together.
-fn jitter(d: Duration) -> Duration {
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
-    let r = (h.finish() % 401) as f64 / 1000.0; // 0.0 ..= 0.4
-    d.mul_f64(0.8 + r)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_backs_off_to_its_cap_and_gives_up() {
-        let t0 = Instant::now();
-        let mut r = Retry::new(t0, LAG_FIRST_RETRY);
-        assert_eq!(r.next, t0 + Duration::from_millis(10));
-        let mut steps = Vec::new();
-        let mut now = r.next;
-        for _ in 0..7 {
-            r.advance(now, LAG_MAX_RETRY, LAG_GIVE_UP);
-            steps.push(r.next - now);
-            now = r.next;
-        }
-        let ms: Vec<u128> = steps.iter().map(|d| d.as_millis()).collect();
-        assert_eq!(ms, [20, 40, 80, 160, 320, 640, 1000]);
-        r.advance(
-            t0 + LAG_GIVE_UP + Duration::from_secs(1),
-            LAG_MAX_RETRY,
-            LAG_GIVE_UP,
-        );
-        assert!(r.next > t0 + LAG_GIVE_UP + Duration::from_secs(60));
-    }
-
-    #[test]
-    fn jitter_stays_within_a_fifth() {
-        for _ in 0..100 {
-            let j = jitter(Duration::from_secs(1));
-            assert!(j >= Duration::from_millis(800) && j <= Duration::from_millis(1200));
-        }
-    }
 }

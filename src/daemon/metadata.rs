@@ -1,0 +1,52 @@
+//! The metadata reader: a task of its own, because a read against a broken
+//! endpoint can take seconds, and the event loop must keep repairing rules
+//! and answering signals meanwhile.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::imds::client::{ImdsClient, ImdsError};
+use crate::imds::fetch::MetadataCache;
+use crate::imds::model::{Instance, Mac};
+
+/// What the metadata task is asked to do before its next read.
+pub(super) struct FetchRequest {
+    /// A new client (the endpoint or timeouts changed on reload).
+    pub(super) client: Option<ImdsClient>,
+    pub(super) static_max_age: Duration,
+    /// Forget every cached static key (SIGUSR1: the operator wants
+    /// everything read again).
+    pub(super) clear: bool,
+    /// Forget these MACs' cached keys (their link went away; if it comes
+    /// back, it may come back with another device number).
+    pub(super) forget: Vec<Mac>,
+}
+
+pub(super) type FetchResult = Result<Instance, ImdsError>;
+
+/// Reads metadata on request, one read at a time, keeping the per-MAC
+/// cache of static keys between reads.
+pub(super) async fn metadata_task(
+    mut client: ImdsClient,
+    mut requests: mpsc::UnboundedReceiver<FetchRequest>,
+    results: mpsc::UnboundedSender<FetchResult>,
+) {
+    let mut cache = MetadataCache::new();
+    while let Some(req) = requests.recv().await {
+        if let Some(c) = req.client {
+            client = c;
+            cache.clear();
+        }
+        if req.clear {
+            cache.clear();
+        }
+        for mac in req.forget {
+            cache.invalidate(mac);
+        }
+        let result = cache.refresh(&client, req.static_max_age).await;
+        if results.send(result).is_err() {
+            return;
+        }
+    }
+}
