@@ -2,6 +2,7 @@
 //! code the binary runs, with the real agent in network namespaces, and
 //! every check must hold. Needs root; without it each test says it skipped.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -21,7 +22,14 @@ fn is_root(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
-    eprintln!("skipped: {test} needs root (network namespaces)");
+    // Straight to stderr: the test harness hides what eprintln! prints
+
+    // in a passing test, and a skip must be seen.
+
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped: {test} needs root (network namespaces)"
+    );
     false
 }
 

@@ -1,6 +1,8 @@
 //! Shared helpers for the whole-agent tests in network namespaces.
 #![allow(dead_code)]
 
+use std::io::Write as _;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::process::Output;
@@ -13,7 +15,14 @@ pub fn need_root(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
-    eprintln!("skipped: {test} needs root (network namespaces)");
+    // Straight to stderr: the test harness hides what eprintln! prints
+
+    // in a passing test, and a skip must be seen.
+
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped: {test} needs root (network namespaces)"
+    );
     false
 }
 
