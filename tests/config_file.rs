@@ -613,9 +613,7 @@ fn temp_file(name: &str, text: &str) -> PathBuf {
 fn load_default_path_missing_means_defaults() {
     if Path::new(DEFAULT_PATH).exists() {
         // Straight to stderr: the test harness hides what eprintln! prints
-
         // in a passing test, and a skip must be seen.
-
         let _ = writeln!(
             std::io::stderr(),
             "skipped: {DEFAULT_PATH} exists on this machine"

@@ -31,9 +31,7 @@ fn is_root() -> bool {
         return true;
     }
     // Straight to stderr: the test harness hides what eprintln! prints
-
     // in a passing test, and a skip must be seen.
-
     let _ = writeln!(std::io::stderr(), "skipped: needs root");
     false
 }

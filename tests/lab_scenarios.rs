@@ -2,7 +2,8 @@
 //! code the binary runs, with the real agent in network namespaces, and
 //! every check must hold. Needs root; without it each test says it skipped.
 
-use std::io::Write as _;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -16,21 +17,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn is_root(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    // Straight to stderr: the test harness hides what eprintln! prints
-
-    // in a passing test, and a skip must be seen.
-
-    let _ = writeln!(
-        std::io::stderr(),
-        "skipped: {test} needs root (network namespaces)"
-    );
-    false
 }
 
 fn lab_bin() -> &'static Path {
@@ -62,35 +48,35 @@ fn run(name: &str) -> Report {
 
 #[test]
 fn management_network() {
-    if is_root("management_network") {
+    if common::need_root("management_network") {
         run("management-network");
     }
 }
 
 #[test]
 fn appliance() {
-    if is_root("appliance") {
+    if common::need_root("appliance") {
         run("appliance");
     }
 }
 
 #[test]
 fn dual_homed() {
-    if is_root("dual_homed") {
+    if common::need_root("dual_homed") {
         run("dual-homed");
     }
 }
 
 #[test]
 fn cross_vpc() {
-    if is_root("cross_vpc") {
+    if common::need_root("cross_vpc") {
         run("cross-vpc");
     }
 }
 
 #[test]
 fn ha_failover() {
-    if !is_root("ha_failover") {
+    if !common::need_root("ha_failover") {
         return;
     }
     let report = run("ha-failover");
@@ -116,7 +102,7 @@ fn ha_failover() {
 /// runs its own copy of the agent through a link named `eniroute`.
 #[test]
 fn management_network_with_the_labs_own_copy_of_the_agent() {
-    if !is_root("management_network_with_the_labs_own_copy_of_the_agent") {
+    if !common::need_root("management_network_with_the_labs_own_copy_of_the_agent") {
         return;
     }
     let dir = std::env::temp_dir().join(format!("lab-agent-link-{}", std::process::id()));

@@ -28,9 +28,7 @@ where
 {
     if !nix::unistd::geteuid().is_root() {
         // Straight to stderr: the test harness hides what eprintln! prints
-
         // in a passing test, and a skip must be seen.
-
         let _ = writeln!(std::io::stderr(), "skipped: needs root");
         return;
     }

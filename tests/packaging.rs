@@ -59,9 +59,7 @@ fn find(out: &Path, ext: &str) -> PathBuf {
 fn packages_carry_every_file_at_its_system_path() {
     if !have("dpkg-deb") {
         // Straight to stderr: the test harness hides what eprintln! prints
-
         // in a passing test, and a skip must be seen.
-
         let _ = writeln!(std::io::stderr(), "skipped: dpkg-deb not installed");
         return;
     }
@@ -101,9 +99,7 @@ fn packages_carry_every_file_at_its_system_path() {
         }
     } else {
         // Straight to stderr: the test harness hides what eprintln! prints
-
         // in a passing test, and a skip must be seen.
-
         let _ = writeln!(
             std::io::stderr(),
             "skipped the .rpm half: rpmbuild not installed\n{log}"

@@ -16,9 +16,7 @@ pub fn need_root(test: &str) -> bool {
         return true;
     }
     // Straight to stderr: the test harness hides what eprintln! prints
-
     // in a passing test, and a skip must be seen.
-
     let _ = writeln!(
         std::io::stderr(),
         "skipped: {test} needs root (network namespaces)"
