@@ -792,3 +792,31 @@ async fn non_text_body_is_an_error() {
     let e = c.get("mac").await.unwrap_err();
     assert_eq!(e.kind(), &ErrorKind::NotText);
 }
+
+// --- the IPv6 endpoint --------------------------------------------------------
+
+#[tokio::test]
+async fn use_ipv6_selects_the_ipv6_endpoint() {
+    // EC2's IPv6 endpoint is [fd00:ec2::254]; the simulator on [::1] stands
+    // in for it. The IPv4 endpoint points at a closed port, so a success
+    // proves the IPv6 one was used.
+    let Ok(sim) = Simulator::bind("[::1]:0".parse().unwrap(), two_enis()) else {
+        let _ = writeln!(std::io::stderr(), "skipped: no IPv6 loopback here");
+        return;
+    };
+    let cfg = eniroute::config::MetadataConfig {
+        endpoint: "http://127.0.0.1:9".into(),
+        ipv6_endpoint: sim.endpoint(),
+        use_ipv6: true,
+        ..Default::default()
+    };
+    assert!(
+        sim.endpoint().starts_with("http://[::1]:"),
+        "{}",
+        sim.endpoint()
+    );
+    let c = ImdsClient::new(ImdsOptions::from(&cfg)).unwrap();
+    assert_eq!(c.endpoint(), sim.endpoint());
+    let inst = fetch_instance(&c).await.unwrap();
+    assert_eq!(inst.enis.len(), 2);
+}
