@@ -741,3 +741,48 @@ fn event_overrun_rereads_everything() {
     assert!(log.contains("overran"), "no overrun seen:\n{log}");
     assert!(reaches(&lab.admin, "10.0.2.21", 22, LONG).is_ok());
 }
+
+#[test]
+fn under_systemd_logs_carry_journald_priorities() {
+    if !need_root("under_systemd_logs_carry_journald_priorities") {
+        return;
+    }
+    let lab = world::management_network().unwrap();
+    let inst = &lab.inst;
+    let log = std::env::temp_dir().join(format!("eniroute-journal-{}.log", std::process::id()));
+    let file = std::fs::File::create(&log).unwrap();
+    // systemd sets JOURNAL_STREAM when stdout/stderr go to the journal.
+    let mut child = inst
+        .ns
+        .command(bin())
+        .args(["--imds-endpoint", &inst.endpoint, "daemon"])
+        .env("JOURNAL_STREAM", "8:12345")
+        .env_remove("RUST_LOG")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let seen = wait_for(Duration::from_secs(10), || read().contains("ready:"));
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+    let status = child.wait().unwrap();
+    let text = read();
+    let _ = std::fs::remove_file(&log);
+    assert!(seen.is_some(), "{text}");
+    assert_eq!(status.code(), Some(0), "{text}");
+    // Every line starts with an sd-daemon(3) priority, and no timestamp or
+    // colour code: the journal adds its own.
+    for line in text.lines() {
+        assert!(
+            line.starts_with("<6>")
+                || line.starts_with("<4>")
+                || line.starts_with("<3>")
+                || line.starts_with("<7>"),
+            "not a journal line: {line:?}\n{text}"
+        );
+        assert!(!line.contains('\u{1b}'), "colour code in {line:?}");
+    }
+    assert!(text.contains("<6>ready:"), "{text}");
+}
