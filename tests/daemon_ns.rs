@@ -786,3 +786,45 @@ fn under_systemd_logs_carry_journald_priorities() {
     }
     assert!(text.contains("<6>ready:"), "{text}");
 }
+
+#[test]
+fn with_metadata_down_readiness_still_comes_within_the_boot_deadline() {
+    if !need_root("with_metadata_down_readiness_still_comes_within_the_boot_deadline") {
+        return;
+    }
+    let lab = world::management_network().unwrap();
+    lab.inst.sim.set_fault(None, Some(Fault::Status(500)));
+    let path = std::env::temp_dir().join(format!("eniroute-{}-late.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let sock = UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let started = Instant::now();
+    let mut d = Manual::start(&lab.inst, &[("NOTIFY_SOCKET", path.to_str().unwrap())]);
+    let mut buf = [0u8; 4096];
+    let ready = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "no READY=1 at all"
+        );
+        if let Ok(n) = sock.recv(&mut buf) {
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if msg.contains("READY=1") {
+                break msg;
+            }
+        }
+    };
+    let took = started.elapsed();
+    // Boot is held for the deadline (25 s), never past 30 s, and systemd
+    // is told why the agent is not configured.
+    assert!(
+        took >= Duration::from_secs(24) && took < Duration::from_secs(30),
+        "{took:?}"
+    );
+    assert!(
+        ready.contains("STATUS=started without a complete reconcile: metadata not readable at http://169.254.169.254"),
+        "{ready}"
+    );
+    assert_eq!(d.term(), Some(0), "{}", d.stderr());
+    let _ = std::fs::remove_file(&path);
+}
