@@ -739,35 +739,39 @@ mod tests {
             .block_on(f)
     }
 
-    #[test]
-    fn second_reconcile_writes_nothing() {
-        let k = kernel_with_links();
-        let cfg = Config::default();
-        let inst = fixture("management-network");
-        let mut rec = records();
-        let first = block_on(reconcile(&k, &inst, &cfg, &mut rec)).unwrap();
-        assert!(first.applied.writes > 0);
-        assert!(
-            first.applied.errors.is_empty(),
-            "{:?}",
-            first.applied.errors
-        );
-        let second = block_on(reconcile(&k, &inst, &cfg, &mut rec)).unwrap();
-        assert_eq!(second.applied.writes, 0, "{:?}", second.applied.ops);
-    }
-
-    #[test]
-    fn adds_come_before_deletes_and_foreign_rules_stay() {
+    /// The fake kernel after a first, clean reconcile of the
+    /// management-network fixture, with the configuration and records used.
+    fn reconciled() -> (FakeKernel, Config, crate::state::AddressRecords) {
         let k = kernel_with_links();
         let cfg = Config::default();
         let mut rec = records();
-        block_on(reconcile(
+        let first = block_on(reconcile(
             &k,
             &fixture("management-network"),
             &cfg,
             &mut rec,
         ))
         .unwrap();
+        assert!(first.applied.writes > 0);
+        assert!(
+            first.applied.errors.is_empty(),
+            "{:?}",
+            first.applied.errors
+        );
+        (k, cfg, rec)
+    }
+
+    #[test]
+    fn second_reconcile_writes_nothing() {
+        let (k, cfg, mut rec) = reconciled();
+        let inst = fixture("management-network");
+        let second = block_on(reconcile(&k, &inst, &cfg, &mut rec)).unwrap();
+        assert_eq!(second.applied.writes, 0, "{:?}", second.applied.ops);
+    }
+
+    #[test]
+    fn adds_come_before_deletes_and_foreign_rules_stay() {
+        let (k, cfg, mut rec) = reconciled();
         // eth1 loses its secondary address and gains another.
         let mut inst = fixture("management-network");
         if let crate::imds::model::EniState::Ready(e) = &mut inst.enis[1] {
@@ -790,16 +794,7 @@ mod tests {
 
     #[test]
     fn uncertain_eni_keeps_its_configuration() {
-        let k = kernel_with_links();
-        let cfg = Config::default();
-        let mut rec = records();
-        block_on(reconcile(
-            &k,
-            &fixture("management-network"),
-            &cfg,
-            &mut rec,
-        ))
-        .unwrap();
+        let (k, cfg, mut rec) = reconciled();
         let mut inst = fixture("management-network");
         let mac = inst.enis[1].mac();
         inst.enis[1] = crate::imds::model::EniState::Invalid {
@@ -812,22 +807,9 @@ mod tests {
 
     #[test]
     fn teardown_removes_only_what_is_owned() {
-        let k = kernel_with_links();
-        let cfg = Config::default();
-        let mut rec = records();
-        block_on(reconcile(
-            &k,
-            &fixture("management-network"),
-            &cfg,
-            &mut rec,
-        ))
-        .unwrap();
-        let own = Ownership {
-            protocol: PROTO,
-            ifgroup: 10000,
-        };
+        let (k, cfg, _rec) = reconciled();
         let cur = block_on(Current::read(&k, &BTreeSet::new())).unwrap();
-        block_on(apply(&k, teardown(&cur, own)));
+        block_on(apply(&k, teardown(&cur, Ownership::from(&cfg))));
         assert_eq!(k.rules.borrow().len(), 1);
         assert!(k.routes.borrow().is_empty());
         let links = k.links.borrow();
