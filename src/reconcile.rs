@@ -29,13 +29,14 @@ pub struct Current {
 }
 
 impl Current {
-    /// Reads the kernel. `recorded` are addresses the state file says the
-    /// agent added (for kernels that do not keep `IFA_PROTO`).
+    /// Reads the kernel. Addresses the state file records as added by the
+    /// agent count as owned too (for kernels that do not keep `IFA_PROTO`).
     pub async fn read(
         kernel: &impl Kernel,
-        recorded: &BTreeSet<(u32, IpNet)>,
+        records: &crate::state::AddressRecords,
     ) -> Result<Current, NetlinkError> {
         let mut links = kernel.links().await?;
+        let recorded = records.owned(&links);
         for link in &mut links {
             for a in &mut link.addresses {
                 a.owned |= recorded.contains(&(link.index, a.addr));
@@ -481,9 +482,7 @@ pub async fn reconcile(
     const MAX_PASSES: usize = 4;
     while out.passes < MAX_PASSES {
         out.passes += 1;
-        let links = kernel.links().await?;
-        let recorded = records.owned(&links);
-        let mut current = Current::read(kernel, &recorded).await?;
+        let mut current = Current::read(kernel, records).await?;
         // A link udev has not finished with (and may still rename) is not
         // planned for yet; it has nothing of ours, so nothing is lost.
         let ready: Vec<Link> = current
@@ -807,8 +806,8 @@ mod tests {
 
     #[test]
     fn teardown_removes_only_what_is_owned() {
-        let (k, cfg, _rec) = reconciled();
-        let cur = block_on(Current::read(&k, &BTreeSet::new())).unwrap();
+        let (k, cfg, rec) = reconciled();
+        let cur = block_on(Current::read(&k, &rec)).unwrap();
         block_on(apply(&k, teardown(&cur, Ownership::from(&cfg))));
         assert_eq!(k.rules.borrow().len(), 1);
         assert!(k.routes.borrow().is_empty());

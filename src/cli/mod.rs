@@ -213,8 +213,7 @@ pub fn kernel(cfg: &Config) -> Result<RtNetlink, Failure> {
 pub async fn read_kernel(kernel: &RtNetlink) -> Result<Current, Failure> {
     let dir = state::run_dir().map_err(Failure::runtime)?;
     let records = state::AddressRecords::load(&dir);
-    let links = kernel.links().await.map_err(Failure::runtime)?;
-    Current::read(kernel, &records.owned(&links))
+    Current::read(kernel, &records)
         .await
         .map_err(Failure::runtime)
 }
