@@ -287,12 +287,7 @@ pub fn diff(plan: &Plan, current: &Current, own: Ownership) -> Vec<Op> {
     {
         for a in link.addresses.iter().filter(|a| a.owned) {
             if !wanted_addrs.contains(&(link.index, a.addr)) {
-                ops.push(Op::DelAddress(Address {
-                    index: link.index,
-                    dev: link.name.clone(),
-                    address: a.addr,
-                    noprefixroute: false,
-                }));
+                ops.push(del_address(link, a.addr));
             }
         }
     }
@@ -304,16 +299,32 @@ pub fn diff(plan: &Plan, current: &Current, own: Ownership) -> Vec<Op> {
             && !managed.contains(&link.index)
             && !keep_links.contains(&link.index)
         {
-            ops.push(Op::SetLink {
-                index: link.index,
-                dev: link.name.clone(),
-                up: link.up,
-                group: Some(0),
-                mtu: None,
-            });
+            ops.push(leave_group(link));
         }
     }
     ops
+}
+
+/// Removes an address the agent added.
+fn del_address(link: &Link, address: IpNet) -> Op {
+    Op::DelAddress(Address {
+        index: link.index,
+        dev: link.name.clone(),
+        address,
+        noprefixroute: false,
+    })
+}
+
+/// Takes a link out of the managed group (back to the kernel's default, 0),
+/// leaving its admin state as it is.
+fn leave_group(link: &Link) -> Op {
+    Op::SetLink {
+        index: link.index,
+        dev: link.name.clone(),
+        up: link.up,
+        group: Some(0),
+        mtu: None,
+    }
 }
 
 /// The outcome of applying a diff.
@@ -405,21 +416,10 @@ pub fn teardown(current: &Current, own: Ownership) -> Vec<Op> {
     );
     for link in &current.links {
         for a in link.addresses.iter().filter(|a| a.owned) {
-            ops.push(Op::DelAddress(Address {
-                index: link.index,
-                dev: link.name.clone(),
-                address: a.addr,
-                noprefixroute: false,
-            }));
+            ops.push(del_address(link, a.addr));
         }
         if link.group == own.ifgroup {
-            ops.push(Op::SetLink {
-                index: link.index,
-                dev: link.name.clone(),
-                up: link.up,
-                group: Some(0),
-                mtu: None,
-            });
+            ops.push(leave_group(link));
         }
     }
     ops
