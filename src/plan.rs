@@ -73,14 +73,6 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Whether some ENI is waiting for metadata to settle: the caller should
-    /// retry soon rather than at the next poll.
-    pub fn waiting(&self) -> bool {
-        self.enis
-            .iter()
-            .any(|e| matches!(e.status, EniStatus::NotReady(_)))
-    }
-
     /// Links whose ENI the agent knows too little about right now (metadata
     /// still settling, or a value that failed validation): whatever is
     /// configured for them stays as it is until metadata is whole again.
