@@ -6,7 +6,6 @@ pub mod coexist;
 pub mod config;
 pub mod daemon;
 pub mod imds;
-pub mod lab;
 pub mod logging;
 pub mod netlink;
 pub mod notify;

@@ -1,9 +1,7 @@
-//! Instance metadata: the typed model, its parser, the IMDSv2 client and the
-//! in-repo simulator that tests and the lab point the client at.
+//! Instance metadata: the typed model, its parser and the IMDSv2 client.
 
 pub mod client;
 pub mod fetch;
 pub mod model;
 pub mod parse;
-pub mod sim;
 pub mod tree;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use eniroute::lab::scenarios::{self, Options, Report, SCENARIOS};
+use eniroute_lab::scenarios::{self, Options, Report, SCENARIOS};
 
 /// The scenarios run one at a time: they would not disturb each other (each
 /// has its own namespaces), but ha-failover measures latencies that a
@@ -43,7 +43,7 @@ fn run_with(name: &str, agent: PathBuf) -> Report {
 }
 
 fn run(name: &str) -> Report {
-    run_with(name, PathBuf::from(env!("CARGO_BIN_EXE_eniroute")))
+    run_with(name, common::bin().to_path_buf())
 }
 
 #[test]

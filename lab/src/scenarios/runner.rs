@@ -14,9 +14,9 @@ use std::process::Output;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::lab::agent::{self, Daemon};
-use crate::lab::world::{table_of, LabInstance};
-use crate::lab::{connect, route_get, Client, Netns, Vpc};
+use crate::agent::{self, Daemon};
+use crate::world::{table_of, LabInstance};
+use crate::{connect, route_get, Client, Netns, Vpc};
 
 /// Set by the lab's SIGINT/SIGTERM handler: scenarios stop at the next step
 /// and tear down what they built. A plain atomic store is all a signal
@@ -560,7 +560,7 @@ impl<'o> Session<'o> {
     }
 }
 
-fn eni_line(name: &str, meta: &crate::lab::imds_tree::EniMeta) -> String {
+fn eni_line(name: &str, meta: &crate::imds_tree::EniMeta) -> String {
     let addrs: Vec<String> = meta.ipv4s.iter().map(|a| a.to_string()).collect();
     let (primary, secondary) = addrs
         .split_first()

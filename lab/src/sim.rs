@@ -25,9 +25,9 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufRead
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::client::{MAX_BODY, MAX_TOKEN_TTL_SECS};
-use super::model::Mac;
-use super::tree;
+use eniroute::imds::client::{MAX_BODY, MAX_TOKEN_TTL_SECS};
+use eniroute::imds::model::Mac;
+use eniroute::imds::tree;
 
 const META_PREFIX: &str = "latest/meta-data";
 const TOKEN_PATH: &str = "latest/api/token";

@@ -14,11 +14,11 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use eniroute::imds::sim::Fault;
-use eniroute::lab::agent::{wait_for, Daemon};
-use eniroute::lab::imds_tree::put_eni;
-use eniroute::lab::world::{self, EniPlan, LabInstance};
-use eniroute::lab::{Client, Netns, Vpc};
+use eniroute_lab::agent::{wait_for, Daemon};
+use eniroute_lab::imds_tree::put_eni;
+use eniroute_lab::sim::Fault;
+use eniroute_lab::world::{self, EniPlan, LabInstance};
+use eniroute_lab::{Client, Netns, Vpc};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 

@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use super::runner::{expect_route, expect_seen, like_ec2, net4, sock};
 use super::Session;
-use crate::lab::world::{self, EniPlan};
-use crate::lab::{TcpServer, Vpc};
+use crate::world::{self, EniPlan};
+use crate::{TcpServer, Vpc};
 
 pub(super) fn run(s: &mut Session) -> io::Result<()> {
     let vpc_a = Vpc::new()?;

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use eniroute::lab::{self, Netns, TcpServer};
+use eniroute_lab::{self as lab, Netns, TcpServer};
 
 /// Root tests say so when they cannot run, rather than passing silently.
 pub fn need_root(test: &str) -> bool {
@@ -24,8 +24,14 @@ pub fn need_root(test: &str) -> bool {
     false
 }
 
+/// The agent under test: the `eniroute` binary the workspace built beside
+/// these tests (`cargo test` at the root builds it), or `$ENIROUTE_BIN`.
 pub fn bin() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_eniroute"))
+    static BIN: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        lab::agent::binary()
+            .unwrap_or_else(|e| panic!("{e}; run `cargo test` from the workspace root"))
+    })
 }
 
 /// Runs `eniroute ARGS` in `ns` against `endpoint`.

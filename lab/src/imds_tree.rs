@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use serde_json::{json, Map, Value};
 
-use crate::imds::model::Mac;
+use eniroute::imds::model::Mac;
 
 /// One ENI as metadata describes it.
 #[derive(Debug, Clone)]
@@ -89,7 +89,7 @@ pub fn put_eni(tree: &mut Value, eni: &EniMeta) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::imds::{parse, tree};
+    use eniroute::imds::{parse, tree};
 
     #[test]
     fn tree_parses_back_to_the_same_enis() {

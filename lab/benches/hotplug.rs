@@ -13,9 +13,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use eniroute::lab::agent::{wait_for, Daemon};
-use eniroute::lab::world::{self, EniPlan};
-use eniroute::lab::{Netns, TcpServer, Vpc};
+use eniroute_lab::agent::{wait_for, Daemon};
+use eniroute_lab::world::{self, EniPlan};
+use eniroute_lab::{Netns, TcpServer, Vpc};
 
 const ATTACHES: usize = 20;
 const MOVES: usize = 4;
@@ -37,7 +37,9 @@ fn main() {
 }
 
 fn run() -> Result<()> {
-    let bin = Path::new(env!("CARGO_BIN_EXE_eniroute"));
+    // `cargo bench` builds the agent too when run from the workspace root.
+    let bin = eniroute_lab::agent::binary()?;
+    let bin = bin.as_path();
     hotplug_to_ready(bin)?;
     moved_ip_routed(bin)?;
     Ok(())

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
-use eniroute::lab::scenarios::{self, runner::human, Options, Report, INTERRUPTED, SCENARIOS};
+use eniroute_lab::scenarios::{self, runner::human, Options, Report, INTERRUPTED, SCENARIOS};
 
 /// The file name under which the lab runs itself as the agent (see
 /// [`agent_program`]).
@@ -112,7 +112,7 @@ fn cleanup() -> ExitCode {
     if let Err(code) = need_root() {
         return code;
     }
-    match eniroute::lab::cleanup_stale() {
+    match eniroute_lab::cleanup_stale() {
         Ok(removed) if removed.is_empty() => println!("nothing to remove"),
         Ok(removed) => {
             for name in removed {
@@ -144,7 +144,7 @@ fn run(which: &str, keep: bool) -> ExitCode {
         eprintln!("eniroute-lab: cannot install the Ctrl-C handler: {e}");
         return ExitCode::from(1);
     }
-    match eniroute::lab::cleanup_stale() {
+    match eniroute_lab::cleanup_stale() {
         Ok(removed) if !removed.is_empty() => {
             println!(
                 "Removed {} namespaces left behind by earlier runs.\n",
@@ -279,12 +279,12 @@ fn agent_program(workdir: &Path) -> io::Result<(PathBuf, String)> {
     let me = std::env::current_exe()
         .map_err(|e| io::Error::new(e.kind(), format!("where is this executable: {e}")))?;
     if std::env::var_os("ENIROUTE_BIN").is_some() {
-        let bin = eniroute::lab::agent::binary()?;
+        let bin = eniroute_lab::agent::binary()?;
         let how = format!("{} (from ENIROUTE_BIN)", bin.display());
         return Ok((bin, how));
     }
     let mut why = "no eniroute binary beside it".to_string();
-    if let Ok(bin) = eniroute::lab::agent::binary() {
+    if let Ok(bin) = eniroute_lab::agent::binary() {
         let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified());
         match (modified(&bin), modified(&me)) {
             (Ok(agent), Ok(lab)) if agent >= lab => {

@@ -18,8 +18,8 @@ use super::runner::{
     read_sysctl, sock,
 };
 use super::Session;
-use crate::lab::world::{self, subnet_route, EniPlan};
-use crate::lab::{TcpServer, Vpc};
+use crate::world::{self, subnet_route, EniPlan};
+use crate::{TcpServer, Vpc};
 
 pub(super) fn run(s: &mut Session) -> io::Result<()> {
     let vpc = Vpc::new()?;

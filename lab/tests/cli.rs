@@ -7,13 +7,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use eniroute::imds::sim::{Fault, Simulator};
-use eniroute::lab::Netns;
+use eniroute_lab::sim::{Fault, Simulator};
+use eniroute_lab::Netns;
 use serde_json::Value;
 
 fn fixture(name: &str) -> Value {
     let path = format!(
-        "{}/tests/fixtures/imds/{name}.json",
+        "{}/../tests/fixtures/imds/{name}.json",
         env!("CARGO_MANIFEST_DIR")
     );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()

@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use super::runner::{expect_route, expect_seen, ip4, like_ec2, sock};
 use super::Session;
-use crate::lab::world::management_network;
-use crate::lab::TcpServer;
+use crate::world::management_network;
+use crate::TcpServer;
 
 /// The admin range behind the management subnet (a VPN gateway's clients).
 const ADMIN_RANGE: &str = "10.9.0.0/24";

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
-use eniroute::imds::sim::Simulator;
+use eniroute_lab::sim::Simulator;
 use tokio::signal::unix::{signal, SignalKind};
 
 #[derive(Debug, Parser)]

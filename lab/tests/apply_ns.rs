@@ -5,8 +5,8 @@
 mod common;
 
 use common::*;
-use eniroute::lab::world::{self, EniPlan};
-use eniroute::lab::{self, Netns, Vpc};
+use eniroute_lab::world::{self, EniPlan};
+use eniroute_lab::{self as lab, Netns, Vpc};
 
 #[test]
 fn admin_reaches_both_management_addresses_only_after_apply() {
@@ -48,7 +48,7 @@ fn metadata_failure_changes_nothing_and_exits_1() {
     let inst = &lab.inst;
     let before = dumps(&inst.ns);
     inst.sim
-        .set_fault(None, Some(eniroute::imds::sim::Fault::Status(500)));
+        .set_fault(None, Some(eniroute_lab::sim::Fault::Status(500)));
     let o = eniroute(&inst.ns, &inst.endpoint, &["apply"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);

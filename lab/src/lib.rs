@@ -1,13 +1,15 @@
 //! The simulated EC2 instance: network namespaces for a VPC router, instances
 //! and client hosts, joined by veth pairs, plus probes that check what
-//! actually gets through. Used by the root integration tests and by
-//! `eniroute-lab`. Needs root and iproute2.
+//! actually gets through, and the IMDSv2 simulator the instances read.
+//! Used by the namespace tests, the benchmarks and `eniroute-lab`; never
+//! shipped. Needs root and iproute2.
 
 pub mod agent;
 pub mod imds_tree;
 pub mod netns;
 pub mod probe;
 pub mod scenarios;
+pub mod sim;
 pub mod vpc;
 pub mod world;
 

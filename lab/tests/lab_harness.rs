@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use eniroute::imds::model::Mac;
-use eniroute::lab::{
+use eniroute_lab::{
     cleanup_stale, connect, route_get, Client, Eni, EniSpec, Instance, Netns, TcpServer, Vpc,
     IMDS_ADDR,
 };

@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use eniroute::imds::client::{ImdsClient, ImdsOptions};
-use eniroute::imds::sim::Simulator;
+use eniroute_lab::sim::Simulator;
 use serde_json::json;
 
 #[tokio::test]

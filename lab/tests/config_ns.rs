@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use eniroute::lab::world;
+use eniroute_lab::world;
 
 fn config(name: &str, body: &str) -> PathBuf {
     let p = std::env::temp_dir().join(format!("eniroute-cfgns-{}-{name}.toml", std::process::id()));
@@ -14,7 +14,7 @@ fn config(name: &str, body: &str) -> PathBuf {
     p
 }
 
-fn apply_with(ns: &eniroute::lab::Netns, endpoint: &str, cfg: &Path) -> String {
+fn apply_with(ns: &eniroute_lab::Netns, endpoint: &str, cfg: &Path) -> String {
     let o = eniroute(
         ns,
         endpoint,

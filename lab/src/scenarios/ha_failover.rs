@@ -20,8 +20,8 @@ use tokio::io::AsyncReadExt;
 
 use super::runner::{expect_route, human, like_ec2, net4, sock, INTERRUPTED};
 use super::Session;
-use crate::lab::world::{self, EniPlan};
-use crate::lab::{Client, TcpServer, Vpc};
+use crate::world::{self, EniPlan};
+use crate::{Client, TcpServer, Vpc};
 
 const SERVICE_PORT: u16 = 80;
 /// One request every this often.

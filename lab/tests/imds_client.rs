@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use eniroute::imds::client::{ErrorKind, ImdsClient, ImdsOptions, MAX_BODY};
 use eniroute::imds::fetch::{fetch_instance, MetadataCache};
 use eniroute::imds::model::{EniKey, EniState, Mac};
-use eniroute::imds::sim::{Fault, Simulator};
+use eniroute_lab::sim::{Fault, Simulator};
 use serde_json::{json, Value};
 
 const MAC1: &str = "0a:00:00:00:00:01";
