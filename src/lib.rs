@@ -1,6 +1,7 @@
 //! eniroute: makes every network interface of a multi-homed EC2 instance
 //! route its own traffic.
 
+pub mod agent;
 pub mod cli;
 pub mod coexist;
 pub mod config;
@@ -15,3 +16,16 @@ pub mod routing;
 pub mod state;
 pub mod sysctl;
 pub mod udev;
+
+/// An error and its causes on one line, outermost first, as `main` prints
+/// it and the daemon logs it.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}

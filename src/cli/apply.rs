@@ -3,7 +3,7 @@
 use super::{
     fetch, imds_client, kernel, load_config, may_change_kernel, print_json, runtime, Cli, Failure,
 };
-use crate::state;
+use crate::agent::Namespace;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -16,14 +16,12 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
     let cfg = load_config(cli)?;
     may_change_kernel(cli, &cfg)?;
     let client = imds_client(&cfg)?;
-    let dir = state::run_dir().map_err(Failure::runtime)?;
-    let _lock = state::Lock::acquire(&dir).map_err(Failure::runtime)?;
-    let mut records = state::AddressRecords::load(&dir);
+    let mut ns = Namespace::claim()?;
     runtime()?.block_on(async {
         // Metadata first: if it cannot be read, nothing is touched.
         let instance = fetch(&client).await?;
         let kernel = kernel(&cfg)?;
-        let outcome = crate::reconcile::reconcile(&kernel, &instance, &cfg, &mut records)
+        let outcome = crate::reconcile::reconcile(&kernel, &instance, &cfg, &mut ns.records)
             .await
             .map_err(Failure::runtime)?;
         if args.json {

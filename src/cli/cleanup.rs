@@ -1,16 +1,18 @@
 //! `eniroute cleanup`: removes everything the agent owns and nothing else.
 
-use super::{kernel, load_config, read_kernel, runtime, Cli, Failure};
-use crate::reconcile::{apply, teardown, Ownership};
+use super::{kernel, load_config, runtime, Cli, Failure};
+use crate::agent::Namespace;
+use crate::reconcile::{apply, teardown, Current, Ownership};
 use crate::state;
 
 pub fn run(cli: &Cli) -> Result<(), Failure> {
     let cfg = load_config(cli)?;
-    let dir = state::run_dir().map_err(Failure::runtime)?;
-    let _lock = state::Lock::acquire(&dir).map_err(Failure::runtime)?;
+    let ns = Namespace::claim()?;
     runtime()?.block_on(async {
         let kernel = kernel(&cfg)?;
-        let current = read_kernel(&kernel).await?;
+        let current = Current::read(&kernel, &ns.records)
+            .await
+            .map_err(Failure::runtime)?;
         let own = Ownership::from(&cfg);
         let applied = apply(&kernel, teardown(&current, own)).await;
         for op in &applied.ops {
@@ -23,6 +25,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
                 applied.errors.len()
             )));
         }
-        state::remove_records(&dir).map_err(|e| Failure::runtime(format!("{}: {e}", dir.display())))
+        state::remove_records(&ns.dir)
+            .map_err(|e| Failure::runtime(format!("{}: {e}", ns.dir.display())))
     })
 }

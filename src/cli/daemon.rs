@@ -5,5 +5,9 @@ use super::{load_config, may_change_kernel, Cli, Failure};
 pub fn run(cli: &Cli) -> Result<(), Failure> {
     let cfg = load_config(cli)?;
     may_change_kernel(cli, &cfg)?;
-    crate::daemon::run(cfg, cli.config.clone(), cli.imds_endpoint.clone())
+    Ok(crate::daemon::run(
+        cfg,
+        cli.config.clone(),
+        cli.imds_endpoint.clone(),
+    )?)
 }

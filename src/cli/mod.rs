@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::agent::SetupError;
 use crate::config::{self, Config};
-use crate::imds::client::{ImdsClient, ImdsOptions};
+use crate::imds::client::ImdsClient;
 use crate::imds::model::Instance;
 use crate::netlink::rt::RtNetlink;
 use crate::netlink::Kernel;
@@ -101,6 +102,45 @@ impl fmt::Display for Failure {
     }
 }
 
+/// Exit codes are decided here, at the edge: metadata settings that make no
+/// usable client are bad input; everything else failed at run time.
+impl From<SetupError> for Failure {
+    fn from(e: SetupError) -> Failure {
+        let message = crate::error_chain(&e);
+        match e {
+            SetupError::Metadata(_) => Failure::usage(message),
+            SetupError::State(_) | SetupError::Netlink(_) => Failure::runtime(message),
+        }
+    }
+}
+
+impl From<crate::daemon::Error> for Failure {
+    fn from(e: crate::daemon::Error) -> Failure {
+        match e {
+            crate::daemon::Error::Setup(e) => e.into(),
+            other => Failure::runtime(crate::error_chain(&other)),
+        }
+    }
+}
+
+/// Runs the command line and turns the outcome into the process's exit
+/// code (0, 1 runtime failure, 2 bad input), printing the failure on one
+/// line. The `eniroute` binary and the lab's built-in agent both end here.
+pub fn main(cli: Cli) -> std::process::ExitCode {
+    // The daemon sets up logging from its configuration; one-shot commands
+    // log warnings only, so their stdout stays what the user asked for.
+    if !matches!(cli.command, Command::Daemon) {
+        crate::logging::init(if cli.verbose { "debug" } else { "warn" }, "text");
+    }
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("eniroute: {failure}");
+            std::process::ExitCode::from(failure.code)
+        }
+    }
+}
+
 pub fn run(cli: Cli) -> Result<(), Failure> {
     match &cli.command {
         Command::Plan(args) => plan::run(&cli, args),
@@ -117,15 +157,10 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
 /// The configuration with command-line overrides applied.
 pub fn load_config(cli: &Cli) -> Result<Config, Failure> {
     let mut cfg = config::load(cli.config.as_deref()).map_err(Failure::usage)?;
-    if let Some(url) = &cli.imds_endpoint {
-        cfg.metadata.endpoint = url.clone();
-        cfg.metadata.use_ipv6 = false;
-    }
+    crate::agent::override_endpoint(&mut cfg, cli.imds_endpoint.as_deref());
     Ok(cfg)
 }
 
-/// A single-threaded runtime: the agent does one thing at a time, and a
-/// thread pool would only cost memory.
 /// Commands that change the kernel call this first. They stop where
 /// amazon-ec2-net-utils is installed (unless told otherwise), and where the
 /// table range already holds someone else's routes: the agent would mix its
@@ -186,6 +221,8 @@ pub fn table_collisions(cfg: &Config, path: &std::path::Path) -> Option<Vec<Stri
     )
 }
 
+/// A single-threaded runtime: a one-shot command does one thing at a time,
+/// and a thread pool would only cost memory.
 pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -194,7 +231,7 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 }
 
 pub fn imds_client(cfg: &Config) -> Result<ImdsClient, Failure> {
-    ImdsClient::new(ImdsOptions::from(&cfg.metadata)).map_err(Failure::usage)
+    Ok(crate::agent::metadata_client(cfg)?)
 }
 
 pub async fn fetch(client: &ImdsClient) -> Result<Instance, Failure> {
@@ -204,8 +241,7 @@ pub async fn fetch(client: &ImdsClient) -> Result<Instance, Failure> {
 }
 
 pub fn kernel(cfg: &Config) -> Result<RtNetlink, Failure> {
-    RtNetlink::connect(cfg.numbering.protocol)
-        .map_err(|e| Failure::runtime(format!("cannot open a netlink socket: {e}")))
+    Ok(crate::agent::kernel(cfg)?)
 }
 
 /// What the kernel holds now, with the addresses the state file says are

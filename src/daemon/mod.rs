@@ -17,15 +17,15 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::time::sleep_until;
 
-use crate::cli::{runtime, Failure};
+use crate::agent::{self, Namespace, SetupError};
 use crate::config::{self, Config};
-use crate::imds::client::{ImdsClient, ImdsOptions};
+use crate::imds::client::ImdsClient;
 use crate::imds::model::{EniState, Instance, Mac};
 use crate::netlink::events::{Event, EventSocket};
 use crate::netlink::rt::RtNetlink;
+use crate::netlink::NetlinkError;
 use crate::notify::Notifier;
 use crate::plan::EniStatus;
-use crate::state;
 
 mod metadata;
 mod retry;
@@ -57,17 +57,62 @@ const READY_DEADLINE: Duration = Duration::from_secs(25);
 /// Stands for "no deadline" where an `Instant` is needed.
 const FAR: Duration = Duration::from_secs(3600);
 
+/// Why the daemon could not start or had to stop.
+#[derive(Debug)]
+pub enum Error {
+    Setup(SetupError),
+    Runtime(std::io::Error),
+    Events(NetlinkError),
+    Signal {
+        name: &'static str,
+        source: std::io::Error,
+    },
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Setup(e) => e.fmt(f),
+            Error::Runtime(_) => f.write_str("cannot start the async runtime"),
+            Error::Events(_) => f.write_str("cannot subscribe to netlink events"),
+            Error::Signal { name, .. } => write!(f, "cannot handle {name}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Setup(e) => e.source(),
+            Error::Runtime(e) => Some(e),
+            Error::Events(e) => Some(e),
+            Error::Signal { source, .. } => Some(source),
+        }
+    }
+}
+
+impl From<SetupError> for Error {
+    fn from(e: SetupError) -> Error {
+        Error::Setup(e)
+    }
+}
+
+/// Runs the agent until SIGTERM or SIGINT, on a runtime of its own: a
+/// single thread, since the agent does one thing at a time and a pool would
+/// only cost memory.
 pub fn run(
     config: Config,
     config_path: Option<PathBuf>,
     endpoint_override: Option<String>,
-) -> Result<(), Failure> {
+) -> Result<(), Error> {
     crate::logging::init(&config.log.level, &config.log.format);
-    let dir = state::run_dir().map_err(Failure::runtime)?;
-    let _lock = state::Lock::acquire(&dir).map_err(Failure::runtime)?;
-    let records = state::AddressRecords::load(&dir);
-    runtime()?.block_on(async move {
-        let mut d = Daemon::new(config, config_path, endpoint_override, records)?;
+    let ns = Namespace::claim()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(Error::Runtime)?;
+    runtime.block_on(async move {
+        let mut d = Daemon::new(config, config_path, endpoint_override, ns)?;
         d.run().await
     })
 }
@@ -78,7 +123,7 @@ struct Daemon {
     endpoint_override: Option<String>,
     endpoint: String,
     kernel: RtNetlink,
-    records: state::AddressRecords,
+    ns: Namespace,
     notifier: Notifier,
     /// The last metadata read that succeeded; `None` until one did.
     instance: Option<Instance>,
@@ -113,13 +158,11 @@ impl Daemon {
         config: Config,
         config_path: Option<PathBuf>,
         endpoint_override: Option<String>,
-        records: state::AddressRecords,
-    ) -> Result<Daemon, Failure> {
-        let client =
-            ImdsClient::new(ImdsOptions::from(&config.metadata)).map_err(Failure::usage)?;
+        ns: Namespace,
+    ) -> Result<Daemon, Error> {
+        let client = agent::metadata_client(&config)?;
         let endpoint = client.endpoint().to_string();
-        let kernel = RtNetlink::connect(config.numbering.protocol)
-            .map_err(|e| Failure::runtime(format!("cannot open a netlink socket: {e}")))?;
+        let kernel = agent::kernel(&config)?;
         let (requests, request_rx) = mpsc::unbounded_channel();
         let (result_tx, results) = mpsc::unbounded_channel();
         tokio::spawn(metadata_task(client, request_rx, result_tx));
@@ -130,7 +173,7 @@ impl Daemon {
             endpoint_override,
             endpoint,
             kernel,
-            records,
+            ns,
             notifier: Notifier::from_env(),
             instance: None,
             requests,
@@ -161,10 +204,10 @@ impl Daemon {
         Duration::from_secs(self.config.metadata.static_refresh_secs.max(1))
     }
 
-    async fn run(&mut self) -> Result<(), Failure> {
+    async fn run(&mut self) -> Result<(), Error> {
         let mut events = open_events()?;
-        let sig = |kind: SignalKind, name: &str| {
-            signal(kind).map_err(|e| Failure::runtime(format!("cannot handle {name}: {e}")))
+        let sig = |kind: SignalKind, name: &'static str| {
+            signal(kind).map_err(|source| Error::Signal { name, source })
         };
         let mut hup = sig(SignalKind::hangup(), "SIGHUP")?;
         let mut usr1 = sig(SignalKind::user_defined1(), "SIGUSR1")?;
@@ -212,7 +255,7 @@ impl Daemon {
                             tokio::time::sleep(Duration::from_millis(100)).await;
                             match open_events() {
                                 Ok(s) => events = s,
-                                Err(e) => tracing::error!("{e}"),
+                                Err(e) => tracing::error!("{}", crate::error_chain(&e)),
                             }
                             self.want_fetch = true;
                         }
@@ -248,7 +291,7 @@ impl Daemon {
         }
     }
 
-    fn stop(&self, why: &str) -> Result<(), Failure> {
+    fn stop(&self, why: &str) -> Result<(), Error> {
         tracing::info!("{why}: stopping; routing stays in place");
         self.notifier.send("STOPPING=1");
         Ok(())
@@ -435,7 +478,7 @@ impl Daemon {
         };
         let t0 = Instant::now();
         let result =
-            crate::reconcile::reconcile(&self.kernel, instance, &self.config, &mut self.records)
+            crate::reconcile::reconcile(&self.kernel, instance, &self.config, &mut self.ns.records)
                 .await;
         let took = t0.elapsed();
         let out = match result {
@@ -590,11 +633,7 @@ impl Daemon {
                 return;
             }
         };
-        // A metadata endpoint given on the command line still wins.
-        if let Some(url) = &self.endpoint_override {
-            new.metadata.endpoint = url.clone();
-            new.metadata.use_ipv6 = false;
-        }
+        agent::override_endpoint(&mut new, self.endpoint_override.as_deref());
         // Ownership is recognised by the numbering: changing it under a
         // running agent would orphan what it created. The rest applies now.
         let held = config::restart_required(&self.config, &new);
@@ -607,7 +646,7 @@ impl Daemon {
             new.log.format = self.config.log.format.clone();
         }
         if new.metadata != self.config.metadata {
-            match ImdsClient::new(ImdsOptions::from(&new.metadata)) {
+            match agent::metadata_client(&new) {
                 Ok(c) => {
                     self.endpoint = c.endpoint().to_string();
                     self.next_client = Some(c);
@@ -633,7 +672,6 @@ impl Daemon {
     }
 }
 
-fn open_events() -> Result<EventSocket, Failure> {
-    EventSocket::open()
-        .map_err(|e| Failure::runtime(format!("cannot subscribe to netlink events: {e}")))
+fn open_events() -> Result<EventSocket, Error> {
+    EventSocket::open().map_err(Error::Events)
 }

@@ -83,18 +83,9 @@ fn list() {
 
 /// The agent's own command line, exactly as the `eniroute` binary runs it.
 fn agent(args: Vec<OsString>) -> ExitCode {
-    let cli =
-        eniroute::cli::Cli::parse_from(std::iter::once(OsString::from(AGENT_NAME)).chain(args));
-    if !matches!(cli.command, eniroute::cli::Command::Daemon) {
-        eniroute::logging::init(if cli.verbose { "debug" } else { "warn" }, "text");
-    }
-    match eniroute::cli::run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(failure) => {
-            eprintln!("eniroute: {failure}");
-            ExitCode::from(failure.code)
-        }
-    }
+    eniroute::cli::main(eniroute::cli::Cli::parse_from(
+        std::iter::once(OsString::from(AGENT_NAME)).chain(args),
+    ))
 }
 
 fn need_root() -> Result<(), ExitCode> {

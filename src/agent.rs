@@ -1,0 +1,91 @@
+//! What `apply`, `cleanup` and the daemon each set up before they touch
+//! the kernel, built one way for all three: the metadata client, the
+//! netlink handle, and this network namespace's state directory held under
+//! its lock (with the address records kept there).
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::config::Config;
+use crate::imds::client::{ImdsClient, ImdsError, ImdsOptions};
+use crate::netlink::{NetlinkError, RtNetlink};
+use crate::state::{self, AddressRecords, Lock, StateError};
+
+/// Why the agent could not be set up.
+#[derive(Debug)]
+pub enum SetupError {
+    /// The metadata settings do not make a usable client (a bad endpoint
+    /// URL, a zero timeout): the configuration is at fault.
+    Metadata(ImdsError),
+    /// The state directory cannot be found or created, or another agent
+    /// holds this namespace's lock.
+    State(StateError),
+    /// No netlink socket.
+    Netlink(NetlinkError),
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            // Each names its endpoint or path itself.
+            SetupError::Metadata(e) => e.fmt(f),
+            SetupError::State(e) => e.fmt(f),
+            SetupError::Netlink(_) => f.write_str("cannot open a netlink socket"),
+        }
+    }
+}
+
+impl std::error::Error for SetupError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SetupError::Metadata(e) => e.source(),
+            SetupError::State(e) => e.source(),
+            SetupError::Netlink(e) => Some(e),
+        }
+    }
+}
+
+/// Applies a metadata endpoint given on the command line, which wins over
+/// the file (also on every reload): it names one address, so the IPv6
+/// fallback no longer applies.
+pub fn override_endpoint(cfg: &mut Config, endpoint: Option<&str>) {
+    if let Some(url) = endpoint {
+        cfg.metadata.endpoint = url.to_string();
+        cfg.metadata.use_ipv6 = false;
+    }
+}
+
+/// The metadata client the configuration describes.
+pub fn metadata_client(cfg: &Config) -> Result<ImdsClient, SetupError> {
+    ImdsClient::new(ImdsOptions::from(&cfg.metadata)).map_err(SetupError::Metadata)
+}
+
+/// The netlink handle, marking what it creates with the configured
+/// protocol. Its connection runs as a task of the current tokio runtime, so
+/// this is called from within one.
+pub fn kernel(cfg: &Config) -> Result<RtNetlink, SetupError> {
+    RtNetlink::connect(cfg.numbering.protocol).map_err(SetupError::Netlink)
+}
+
+/// This network namespace's state, held for as long as the value lives:
+/// two agents in one namespace would fight over the same rules.
+#[derive(Debug)]
+pub struct Namespace {
+    pub dir: PathBuf,
+    /// The addresses earlier runs added.
+    pub records: AddressRecords,
+    _lock: Lock,
+}
+
+impl Namespace {
+    pub fn claim() -> Result<Namespace, SetupError> {
+        let dir = state::run_dir().map_err(SetupError::State)?;
+        let lock = Lock::acquire(&dir).map_err(SetupError::State)?;
+        let records = AddressRecords::load(&dir);
+        Ok(Namespace {
+            dir,
+            records,
+            _lock: lock,
+        })
+    }
+}
