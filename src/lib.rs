@@ -2,6 +2,7 @@
 //! route its own traffic.
 
 pub mod agent;
+pub mod altname;
 pub mod cli;
 pub mod coexist;
 pub mod config;

@@ -100,6 +100,17 @@ pub enum Op {
     DelRule(Rule),
     DelRoute(Route),
     DelAddress(Address),
+    /// An alternative name on a managed ENI's link (see [`crate::altname`]).
+    AddAltname {
+        index: u32,
+        dev: String,
+        name: String,
+    },
+    DelAltname {
+        index: u32,
+        dev: String,
+        name: String,
+    },
 }
 
 impl fmt::Display for Op {
@@ -132,6 +143,8 @@ impl fmt::Display for Op {
             Op::DelRule(r) => write!(f, "- {r}"),
             Op::DelRoute(r) => write!(f, "- {r}"),
             Op::DelAddress(a) => write!(f, "- {a}"),
+            Op::AddAltname { dev, name, .. } => write!(f, "+ altname {name} dev {dev}"),
+            Op::DelAltname { dev, name, .. } => write!(f, "- altname {name} dev {dev}"),
         }
     }
 }
@@ -383,6 +396,8 @@ pub async fn apply(kernel: &impl Kernel, ops: Vec<Op>) -> Applied {
             Op::DelRule(r) => kernel.del_rule(r).await,
             Op::DelRoute(r) => kernel.del_route(r).await,
             Op::DelAddress(a) => kernel.del_address(a.index, a.address).await,
+            Op::AddAltname { index, name, .. } => kernel.set_altname(*index, name, true).await,
+            Op::DelAltname { index, name, .. } => kernel.set_altname(*index, name, false).await,
         };
         match result {
             Ok(()) => {
@@ -545,6 +560,11 @@ pub async fn reconcile(
             break;
         }
     }
+    let (altnames, warnings) = crate::altname::sync(kernel, &out.plan, records.dir()).await;
+    out.plan.warnings.extend(warnings);
+    out.applied.writes += altnames.writes;
+    out.applied.ops.extend(altnames.ops);
+    out.applied.errors.extend(altnames.errors);
     Ok(out)
 }
 
@@ -564,6 +584,7 @@ mod tests {
         links: RefCell<Vec<Link>>,
         rules: RefCell<Vec<KernelRule>>,
         routes: RefCell<Vec<KernelRoute>>,
+        altnames: RefCell<BTreeMap<u32, Vec<String>>>,
         log: RefCell<Vec<String>>,
     }
 
@@ -656,6 +677,39 @@ mod tests {
                 .position(|k| &k.rule == r && k.protocol == PROTO)
             {
                 rules.remove(i);
+            }
+            Ok(())
+        }
+        async fn link_names(&self) -> Result<Vec<crate::netlink::LinkNames>, NetlinkError> {
+            let altnames = self.altnames.borrow();
+            Ok(self
+                .links
+                .borrow()
+                .iter()
+                .map(|l| crate::netlink::LinkNames {
+                    index: l.index,
+                    name: l.name.clone(),
+                    mac: l.mac,
+                    altnames: altnames.get(&l.index).cloned().unwrap_or_default(),
+                })
+                .collect())
+        }
+        async fn set_altname(&self, index: u32, name: &str, add: bool) -> Result<(), NetlinkError> {
+            let sign = if add { '+' } else { '-' };
+            self.log
+                .borrow_mut()
+                .push(format!("{sign} altname {name} on {index}"));
+            let mut all = self.altnames.borrow_mut();
+            if add {
+                // As the kernel: one name, once per namespace.
+                let taken = all.values().flatten().any(|a| a == name)
+                    || self.links.borrow().iter().any(|l| l.name == name);
+                if taken {
+                    return Err(exists("RTM_NEWLINKPROP", name.to_string()));
+                }
+                all.entry(index).or_default().push(name.to_string());
+            } else {
+                all.entry(index).or_default().retain(|a| a != name);
             }
             Ok(())
         }
@@ -815,5 +869,172 @@ mod tests {
         assert_eq!(links[0].addresses.len(), 1, "DHCP address must stay");
         assert!(links[1].addresses.is_empty());
         assert!(links.iter().all(|l| l.group == 0));
+    }
+
+    fn altnames_of(k: &FakeKernel, index: u32) -> Vec<String> {
+        let mut v = k.altnames.borrow().get(&index).cloned().unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    fn set_device(inst: &mut crate::imds::model::Instance, i: usize, device: u32) {
+        if let crate::imds::model::EniState::Ready(e) = &mut inst.enis[i] {
+            e.key = crate::imds::model::EniKey::new(0, device).unwrap();
+        }
+    }
+
+    #[test]
+    fn managed_links_get_the_eni_id_and_device_number_as_altnames() {
+        let (k, cfg, mut rec) = reconciled();
+        assert_eq!(altnames_of(&k, 2), ["device-number-0", "eni-0000aa"]);
+        assert_eq!(altnames_of(&k, 3), ["device-number-1", "eni-0010aa"]);
+        let again = block_on(reconcile(
+            &k,
+            &fixture("management-network"),
+            &cfg,
+            &mut rec,
+        ))
+        .unwrap();
+        assert_eq!(again.applied.writes, 0, "{:?}", again.applied.ops);
+    }
+
+    #[test]
+    fn a_corrected_device_number_moves_the_altname_and_foreign_names_stay() {
+        let k = kernel_with_links();
+        k.altnames.borrow_mut().insert(3, vec!["mgmt".into()]);
+        let cfg = Config::default();
+        let mut rec = records();
+        let mut inst = fixture("management-network");
+        set_device(&mut inst, 1, 3);
+        block_on(reconcile(&k, &inst, &cfg, &mut rec)).unwrap();
+        assert_eq!(
+            altnames_of(&k, 3),
+            ["device-number-3", "eni-0010aa", "mgmt"]
+        );
+        set_device(&mut inst, 1, 1);
+        let out = block_on(reconcile(&k, &inst, &cfg, &mut rec)).unwrap();
+        assert_eq!(
+            altnames_of(&k, 3),
+            ["device-number-1", "eni-0010aa", "mgmt"]
+        );
+        let ops: Vec<String> = out.applied.ops.iter().map(|o| o.to_string()).collect();
+        assert!(
+            ops.contains(&"- altname device-number-3 dev eth1".to_string()),
+            "{ops:?}"
+        );
+        assert!(
+            ops.contains(&"+ altname device-number-1 dev eth1".to_string()),
+            "{ops:?}"
+        );
+        // The ENI leaves metadata while its link stays: ours go, the rest stays.
+        inst.enis.remove(1);
+        block_on(reconcile(&k, &inst, &cfg, &mut rec)).unwrap();
+        assert_eq!(altnames_of(&k, 3), ["mgmt"]);
+    }
+
+    #[test]
+    fn altnames_already_in_place_are_taken_over_not_duplicated() {
+        let k = kernel_with_links();
+        // As amazon-ec2-net-utils leaves eth1, plus its own spelling that
+        // eniroute does not use, which stays someone else's.
+        k.altnames.borrow_mut().insert(
+            3,
+            vec![
+                "eni-0010aa".into(),
+                "device-number-1".into(),
+                "device-number-1.0".into(),
+            ],
+        );
+        let cfg = Config::default();
+        let mut rec = records();
+        let mut inst = fixture("management-network");
+        let out = block_on(reconcile(&k, &inst, &cfg, &mut rec)).unwrap();
+        assert!(out.applied.errors.is_empty(), "{:?}", out.applied.errors);
+        assert!(
+            !k.log
+                .borrow()
+                .iter()
+                .any(|l| l.contains("altname") && l.ends_with("on 3")),
+            "{:?}",
+            k.log.borrow()
+        );
+        inst.enis.remove(1);
+        block_on(reconcile(&k, &inst, &cfg, &mut rec)).unwrap();
+        assert_eq!(altnames_of(&k, 3), ["device-number-1.0"]);
+    }
+
+    #[test]
+    fn excluded_and_uncertain_enis_get_no_altnames_and_keep_theirs() {
+        let k = kernel_with_links();
+        let mut cfg = Config::default();
+        cfg.selection.exclude.push(crate::config::EniMatch {
+            name: Some("eth1".into()),
+            ..Default::default()
+        });
+        let mut rec = records();
+        let inst = fixture("management-network");
+        block_on(reconcile(&k, &inst, &cfg, &mut rec)).unwrap();
+        assert!(altnames_of(&k, 3).is_empty());
+        assert_eq!(altnames_of(&k, 2), ["device-number-0", "eni-0000aa"]);
+
+        let (k, cfg, mut rec) = reconciled();
+        let mut inst = fixture("management-network");
+        let mac = inst.enis[1].mac();
+        inst.enis[1] = crate::imds::model::EniState::NotReady {
+            mac,
+            reason: "lagging".into(),
+        };
+        let out = block_on(reconcile(&k, &inst, &cfg, &mut rec)).unwrap();
+        assert_eq!(out.applied.writes, 0, "{:?}", out.applied.ops);
+        assert_eq!(altnames_of(&k, 3), ["device-number-1", "eni-0010aa"]);
+    }
+
+    #[test]
+    fn a_name_held_by_a_link_eniroute_does_not_own_is_left_there() {
+        let k = kernel_with_links();
+        k.links.borrow_mut().push(Link {
+            index: 9,
+            name: "tun0".into(),
+            mac: None,
+            up: true,
+            group: 0,
+            mtu: 1500,
+            addresses: vec![],
+        });
+        k.altnames
+            .borrow_mut()
+            .insert(9, vec!["device-number-1".into()]);
+        let cfg = Config::default();
+        let mut rec = records();
+        let out = block_on(reconcile(
+            &k,
+            &fixture("management-network"),
+            &cfg,
+            &mut rec,
+        ))
+        .unwrap();
+        assert_eq!(altnames_of(&k, 3), ["eni-0010aa"]);
+        assert_eq!(altnames_of(&k, 9), ["device-number-1"]);
+        assert!(
+            out.plan
+                .warnings
+                .iter()
+                .any(|w| w.contains("device-number-1") && w.contains("tun0")),
+            "{:?}",
+            out.plan.warnings
+        );
+    }
+
+    #[test]
+    fn teardown_removes_only_owned_altnames() {
+        let (k, _cfg, rec) = reconciled();
+        k.altnames
+            .borrow_mut()
+            .entry(3)
+            .or_default()
+            .push("mgmt".into());
+        block_on(crate::altname::teardown(&k, rec.dir()));
+        assert!(altnames_of(&k, 2).is_empty());
+        assert_eq!(altnames_of(&k, 3), ["mgmt"]);
     }
 }

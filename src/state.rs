@@ -145,6 +145,11 @@ impl AddressRecords {
         AddressRecords { path, records }
     }
 
+    /// The state directory the records live in.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
     /// The recorded addresses still on the link they were added to (same
     /// ifindex, same MAC: an ifindex reused by a new link is not a match).
     pub fn owned(&self, links: &[Link]) -> BTreeSet<(u32, IpNet)> {

@@ -768,3 +768,48 @@ fn event_socket_reports_overrun_and_keeps_working() {
         .await;
     });
 }
+
+#[test]
+fn altnames_are_added_read_back_resolved_by_ip_and_removed() {
+    in_netns(|| async {
+        let k = RtNetlink::connect(PROTO).expect("netlink");
+        let index = veth(&k, "eth1", "peer1").await;
+        let other = link(&k, "peer1").await.index;
+        k.set_altname(index, "eni-0123456789abcdef0", true)
+            .await
+            .expect("add altname");
+        k.set_altname(index, "device-number-1", true)
+            .await
+            .expect("add altname");
+        let names = k.link_names().await.expect("link names");
+        let eth1 = names.iter().find(|l| l.index == index).expect("eth1");
+        assert_eq!(
+            eth1.altnames,
+            ["eni-0123456789abcdef0", "device-number-1"],
+            "{names:?}"
+        );
+        // iproute2 resolves the link by either name.
+        assert!(ip(&["link", "show", "eni-0123456789abcdef0"]).contains("eth1"));
+        assert!(ip(&["link", "show", "device-number-1"]).contains("eth1"));
+
+        // A name exists once per namespace: a second link cannot have it,
+        // and the kernel's answer is a race, not a failure.
+        let e = k
+            .set_altname(other, "device-number-1", true)
+            .await
+            .expect_err("duplicate altname");
+        assert_eq!(e.errno, Some(libc_errno::EEXIST), "{e}");
+        assert!(e.is_race());
+        assert!(e.to_string().contains("altname device-number-1"), "{e}");
+
+        k.set_altname(index, "device-number-1", false)
+            .await
+            .expect("del altname");
+        assert!(!ip_output(&["link", "show", "device-number-1"])
+            .status
+            .success());
+        let names = k.link_names().await.expect("link names");
+        let eth1 = names.iter().find(|l| l.index == index).expect("eth1");
+        assert_eq!(eth1.altnames, ["eni-0123456789abcdef0"]);
+    });
+}

@@ -14,7 +14,10 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
             .await
             .map_err(Failure::runtime)?;
         let own = Ownership::from(&cfg);
-        let applied = apply(&kernel, teardown(&current, own)).await;
+        let mut applied = apply(&kernel, teardown(&current, own)).await;
+        let altnames = crate::altname::teardown(&kernel, &ns.dir).await;
+        applied.ops.extend(altnames.ops);
+        applied.errors.extend(altnames.errors);
         for op in &applied.ops {
             println!("{op}");
         }
@@ -26,6 +29,7 @@ pub fn run(cli: &Cli) -> Result<(), Failure> {
             )));
         }
         state::remove_records(&ns.dir)
+            .and_then(|()| crate::altname::remove_records(&ns.dir))
             .map_err(|e| Failure::runtime(format!("{}: {e}", ns.dir.display())))
     })
 }

@@ -265,6 +265,20 @@ pub async fn observe(cfg: &Config, client: &ImdsClient) -> Result<(Plan, Current
     Ok((plan, current))
 }
 
+/// The alternative-name changes `apply` would make for `plan`, with the
+/// names each link carries now, by ifindex.
+pub async fn altname_changes(
+    cfg: &Config,
+    plan: &Plan,
+) -> Result<(Vec<crate::reconcile::Op>, Vec<crate::netlink::LinkNames>), Failure> {
+    let kernel = kernel(cfg)?;
+    let links = kernel.link_names().await.map_err(Failure::runtime)?;
+    let dir = state::run_dir().map_err(Failure::runtime)?;
+    let records = crate::altname::AltnameRecords::load(&dir);
+    let (ops, _) = crate::altname::diff(plan, &links, &records);
+    Ok((ops, links))
+}
+
 pub fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Failure::runtime(format!("cannot render JSON: {e}")))?;

@@ -2,7 +2,9 @@
 
 use serde_json::json;
 
-use super::{imds_client, load_config, observe, print_json, runtime, Cli, Failure};
+use super::{
+    altname_changes, imds_client, load_config, observe, print_json, runtime, Cli, Failure,
+};
 use crate::reconcile::{diff, Ownership};
 
 #[derive(Debug, clap::Args)]
@@ -17,7 +19,8 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
     let client = imds_client(&cfg)?;
     runtime()?.block_on(async {
         let (plan, current) = observe(&cfg, &client).await?;
-        let changes = diff(&plan, &current, Ownership::from(&cfg));
+        let mut changes = diff(&plan, &current, Ownership::from(&cfg));
+        changes.extend(altname_changes(&cfg, &plan).await?.0);
         if args.json {
             let mut v = serde_json::to_value(&plan)
                 .map_err(|e| Failure::runtime(format!("cannot render JSON: {e}")))?;

@@ -7,7 +7,10 @@ use std::collections::BTreeSet;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::{imds_client, load_config, observe, print_json, runtime, Cli, Failure};
+use super::{
+    altname_changes, imds_client, load_config, observe, print_json, runtime, Cli, Failure,
+};
+use crate::netlink::LinkNames;
 use crate::plan::{EniStatus, Plan};
 use crate::reconcile::{diff, foreign_rules_ahead, Current, Op, Ownership};
 use crate::routing::Rule;
@@ -33,6 +36,8 @@ struct EniReport {
     table: Option<u32>,
     status: String,
     addresses: Vec<IpNet>,
+    /// The link's alternative names (`ip link show` lists them as altname).
+    altnames: Vec<String>,
     rules_present: Vec<String>,
     rules_missing: Vec<String>,
     /// Pending changes for this ENI: what `apply` would do.
@@ -55,11 +60,19 @@ fn op_touches(op: &Op, dev: &str, table: Option<u32>) -> bool {
         Op::AddAddress(a) | Op::DelAddress(a) => a.dev == dev,
         Op::AddRoute(r) | Op::ReplaceRoute(r) | Op::DelRoute(r) => r.dev == dev,
         Op::AddRule(r) | Op::DelRule(r) => Some(r.table) == table,
+        Op::AddAltname { dev: d, .. } | Op::DelAltname { dev: d, .. } => d == dev,
     }
 }
 
-fn report(plan: &Plan, current: &Current, own: Ownership) -> Report {
-    let changes = diff(plan, current, own);
+fn report(
+    plan: &Plan,
+    current: &Current,
+    own: Ownership,
+    altname_ops: Vec<Op>,
+    names: &[LinkNames],
+) -> Report {
+    let mut changes = diff(plan, current, own);
+    changes.extend(altname_ops);
     let owned: BTreeSet<&Rule> = current.owned_rules(own.protocol).collect();
     let enis = plan
         .enis
@@ -82,6 +95,11 @@ fn report(plan: &Plan, current: &Current, own: Ownership) -> Report {
                 table: e.table,
                 status: e.status.to_string(),
                 addresses: e.addresses.clone(),
+                altnames: names
+                    .iter()
+                    .find(|l| Some(l.index) == e.index)
+                    .map(|l| l.altnames.clone())
+                    .unwrap_or_default(),
                 rules_present: present.iter().map(|r| r.to_string()).collect(),
                 rules_missing: missing.iter().map(|r| r.to_string()).collect(),
                 drift: if e.status == EniStatus::Managed {
@@ -112,7 +130,8 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
     let client = imds_client(&cfg)?;
     runtime()?.block_on(async {
         let (plan, current) = observe(&cfg, &client).await?;
-        let r = report(&plan, &current, Ownership::from(&cfg));
+        let (altname_ops, names) = altname_changes(&cfg, &plan).await?;
+        let r = report(&plan, &current, Ownership::from(&cfg), altname_ops, &names);
         if args.json {
             return print_json(&r);
         }
@@ -131,6 +150,9 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
             if !e.addresses.is_empty() {
                 let a: Vec<String> = e.addresses.iter().map(|a| a.to_string()).collect();
                 println!("  addresses: {}", a.join(" "));
+            }
+            if !e.altnames.is_empty() {
+                println!("  altnames: {}", e.altnames.join(" "));
             }
             for rule in &e.rules_present {
                 println!("  ok      {rule}");

@@ -8,11 +8,13 @@ use ipnet::IpNet;
 
 use crate::routing::{Address, KernelRoute, KernelRule, Link, Route, Rule};
 
+pub mod altname;
 pub mod events;
 mod msg;
 mod request;
 pub mod rt;
 
+pub use altname::LinkNames;
 pub use events::{Event, EventSocket};
 pub use rt::RtNetlink;
 
@@ -43,6 +45,10 @@ pub trait Kernel {
     async fn add_rule(&self, rule: &Rule) -> Result<(), NetlinkError>;
     async fn del_rule(&self, rule: &Rule) -> Result<(), NetlinkError>;
     async fn set_link(&self, index: u32, change: &LinkChange) -> Result<(), NetlinkError>;
+    /// Every link's kernel name, MAC and alternative names.
+    async fn link_names(&self) -> Result<Vec<LinkNames>, NetlinkError>;
+    /// `ip link property add|del dev <index> altname <name>`.
+    async fn set_altname(&self, index: u32, name: &str, add: bool) -> Result<(), NetlinkError>;
 }
 
 /// A failed netlink call: which call, on what, and the kernel's answer.

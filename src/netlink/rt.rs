@@ -12,9 +12,10 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::AsyncSocket;
 use rtnetlink::Handle;
 
+use crate::netlink::altname;
 use crate::netlink::msg::{self, RouteOp};
 use crate::netlink::request::{self, ack, dump};
-use crate::netlink::{Kernel, LinkChange, NetlinkError};
+use crate::netlink::{Kernel, LinkChange, LinkNames, NetlinkError};
 use crate::routing::{Address, KernelRoute, KernelRule, Link, Route, Rule};
 
 /// The kernel's routing state, read and written over one rtnetlink socket.
@@ -241,6 +242,44 @@ impl Kernel for RtNetlink {
             || msg::describe_link_change(index, change),
             RouteNetlinkMessage::SetLink(msg::link_change_message(index, change)),
             0,
+        )
+        .await
+    }
+
+    async fn link_names(&self) -> Result<Vec<LinkNames>, NetlinkError> {
+        let msgs = dump(
+            &self.handle,
+            "RTM_GETLINK",
+            "links",
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+        )
+        .await?;
+        Ok(msgs
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => altname::parse_names(l),
+                _ => None,
+            })
+            .collect())
+    }
+
+    async fn set_altname(&self, index: u32, name: &str, add: bool) -> Result<(), NetlinkError> {
+        let msg = altname::prop_message(index, name);
+        let (call, message, flags) = if add {
+            (
+                "RTM_NEWLINKPROP",
+                RouteNetlinkMessage::NewLinkProp(msg),
+                NLM_F_CREATE | NLM_F_EXCL,
+            )
+        } else {
+            ("RTM_DELLINKPROP", RouteNetlinkMessage::DelLinkProp(msg), 0)
+        };
+        ack(
+            &self.handle,
+            call,
+            || format!("altname {name} on link {index}"),
+            message,
+            flags,
         )
         .await
     }
