@@ -352,6 +352,25 @@ impl Vpc {
     pub fn move_eni(&self, eni: &Eni, to: &Instance) -> io::Result<()> {
         let mut state = self.lock();
         let record = self.record(&mut state, eni)?;
+        // EC2 hands a moved ENI to its new instance as a new device, without
+        // the alternative names the old instance gave it; a veth keeps them
+        // across namespaces (and the kernel refuses the move when one of them
+        // is taken there).
+        let shown = record
+            .instance
+            .ip(["-o", "link", "show", "dev", eni.name.as_str()])?;
+        let words: Vec<&str> = shown.split_whitespace().collect();
+        for pair in words.windows(2).filter(|w| w[0] == "altname") {
+            record.instance.ip([
+                "link",
+                "property",
+                "del",
+                "dev",
+                eni.name.as_str(),
+                "altname",
+                pair[1].trim_end_matches('\\'),
+            ])?;
+        }
         record.instance.ip([
             "link",
             "set",

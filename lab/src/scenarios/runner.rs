@@ -367,6 +367,9 @@ impl<'o> Session<'o> {
         self.section(&format!("Routing in {role}, as the agent left it"));
         let mut commands: Vec<Vec<String>> = vec![
             vec!["-4".into(), "-br".into(), "addr".into()],
+            // The managed ENIs (their interface group) with the alternative
+            // names the agent gave them.
+            vec!["link".into(), "show".into(), "group".into(), "10000".into()],
             vec!["rule".into()],
         ];
         let mut tables: Vec<u32> = inst.eni_meta().map(|(_, m)| table_of(m)).collect();
