@@ -21,11 +21,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::imds::model::{EniKey, Mac};
 use crate::netlink::altname::valid;
 use crate::netlink::{Kernel, LinkNames};
 use crate::plan::{EniStatus, Plan};
 use crate::reconcile::{apply, Applied, Op};
+use crate::values::{EniKey, Mac};
 
 const RECORDS_FILE: &str = "altnames.json";
 

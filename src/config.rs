@@ -3,12 +3,14 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 
-use crate::imds::model::{Eni, Mac};
+use crate::imds::client::ImdsOptions;
+use crate::values::{EniFacts, Mac, RpFilter};
 
 mod positions;
 mod validate;
@@ -66,6 +68,19 @@ impl MetadataConfig {
             &self.ipv6_endpoint
         } else {
             &self.endpoint
+        }
+    }
+}
+
+/// The client's options as the file sets them; what the file does not cover
+/// (connect timeout, attempts, backoff) keeps the client's defaults.
+impl From<&MetadataConfig> for ImdsOptions {
+    fn from(cfg: &MetadataConfig) -> Self {
+        ImdsOptions {
+            endpoint: cfg.effective_endpoint().to_string(),
+            token_ttl_secs: cfg.token_ttl_secs,
+            request_timeout: Duration::from_millis(cfg.request_timeout_ms),
+            ..ImdsOptions::default()
         }
     }
 }
@@ -140,22 +155,22 @@ pub struct EniMatch {
 }
 
 impl EniMatch {
-    /// Whether this matcher selects `eni` on the link called `link_name`.
-    pub fn matches(&self, eni: &Eni, link_name: &str) -> bool {
+    /// Whether this matcher selects the ENI `eni` describes.
+    pub fn matches(&self, eni: &EniFacts) -> bool {
         self.name
             .as_deref()
-            .is_none_or(|g| glob_match(g, link_name))
+            .is_none_or(|g| glob_match(g, eni.link_name))
             && self.mac.is_none_or(|m| m == eni.mac)
             && self
                 .eni_id
                 .as_deref()
-                .is_none_or(|id| eni.interface_id.as_deref() == Some(id))
+                .is_none_or(|id| eni.interface_id == Some(id))
             && self.device.is_none_or(|d| d == eni.key.device)
             && self.card.is_none_or(|c| c == eni.key.card)
             && self
                 .subnet_id
                 .as_deref()
-                .is_none_or(|s| eni.subnet_id.as_deref() == Some(s))
+                .is_none_or(|s| eni.subnet_id == Some(s))
     }
 }
 
@@ -262,24 +277,6 @@ fn glob_class(chars: &[char], mut i: usize) -> Option<(GlobTok, usize)> {
                 ranges.push((c, c));
                 i += 1;
             }
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RpFilter {
-    Off,
-    Strict,
-    Loose,
-}
-
-impl RpFilter {
-    pub fn sysctl_value(self) -> &'static str {
-        match self {
-            RpFilter::Off => "0",
-            RpFilter::Strict => "1",
-            RpFilter::Loose => "2",
         }
     }
 }
@@ -404,14 +401,11 @@ impl Default for LogConfig {
 
 impl Config {
     /// Whether the agent must leave this ENI alone.
-    pub fn excluded(&self, eni: &Eni, link_name: &str) -> bool {
-        self.selection
-            .exclude
-            .iter()
-            .any(|m| m.matches(eni, link_name))
+    pub fn excluded(&self, eni: &EniFacts) -> bool {
+        self.selection.exclude.iter().any(|m| m.matches(eni))
     }
 
-    pub fn options_for(&self, eni: &Eni, link_name: &str) -> EniOptions {
+    pub fn options_for(&self, eni: &EniFacts) -> EniOptions {
         let mut o = EniOptions {
             main_routes: Vec::new(),
             table_routes: Vec::new(),
@@ -422,11 +416,7 @@ impl Config {
             assign_addresses: true,
             assign_prefix_addresses: false,
         };
-        for ov in self
-            .enis
-            .iter()
-            .filter(|ov| ov.matcher.matches(eni, link_name))
-        {
+        for ov in self.enis.iter().filter(|ov| ov.matcher.matches(eni)) {
             o.main_routes.extend(ov.main_routes.iter().cloned());
             o.table_routes.extend(ov.table_routes.iter().cloned());
             o.cross_vpc = ov.cross_vpc.unwrap_or(o.cross_vpc);

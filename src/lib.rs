@@ -13,10 +13,10 @@ pub mod netlink;
 pub mod notify;
 pub mod plan;
 pub mod reconcile;
-pub mod routing;
 pub mod state;
 pub mod sysctl;
 pub mod udev;
+pub mod values;
 
 /// An error and its causes on one line, outermost first, as `main` prints
 /// it and the daemon logs it.

@@ -23,8 +23,8 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::Serialize;
 
 use crate::config::{Config, EniOptions, UserRoute};
-use crate::imds::model::{Eni, EniKey, EniState, Instance, Mac};
-use crate::routing::{Address, Family, Link, LinkSettings, Route, Rule, MAIN_TABLE};
+use crate::imds::model::{Eni, EniState, Instance};
+use crate::values::{Address, EniKey, Family, Link, LinkSettings, Mac, Route, Rule, MAIN_TABLE};
 
 /// The IPv6 router of every Nitro subnet.
 pub const IPV6_ROUTER: Ipv6Addr = Ipv6Addr::new(0xfe80, 0xec2, 0, 0, 0, 0, 0, 1);
@@ -156,7 +156,7 @@ pub fn plan(instance: &Instance, links: &[Link], config: &Config) -> Plan {
         };
         s.dev = Some(link.name.clone());
         s.index = Some(link.index);
-        if config.excluded(eni, &link.name) {
+        if config.excluded(&eni.facts(&link.name)) {
             s.status = EniStatus::Excluded;
             plan.enis.push(s);
             continue;
@@ -174,7 +174,7 @@ pub fn plan(instance: &Instance, links: &[Link], config: &Config) -> Plan {
             continue;
         }
         s.table = Some(table);
-        let opts = config.options_for(eni, &link.name);
+        let opts = config.options_for(&eni.facts(&link.name));
         let is_primary = eni.mac == instance.primary_mac;
         let mut b = EniPlanner {
             eni,

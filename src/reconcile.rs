@@ -15,8 +15,8 @@ use serde::Serialize;
 
 use crate::netlink::{Kernel, LinkChange, NetlinkError};
 use crate::plan::Plan;
-use crate::routing::{Address, KernelRoute, KernelRule, Link, LinkSettings, Route, Rule};
 use crate::sysctl::{self, Sysctl};
+use crate::values::{Address, KernelRoute, KernelRule, Link, LinkSettings, Route, Rule};
 
 /// What the kernel has now, as far as the reconciler cares.
 #[derive(Debug, Clone, Default)]
@@ -263,9 +263,7 @@ pub fn diff(plan: &Plan, current: &Current, own: Ownership) -> Vec<Op> {
     let keep_tables: BTreeSet<u32> = current
         .routes
         .iter()
-        .filter(|r| {
-            keep_links.contains(&r.route.oif) && r.route.table != crate::routing::MAIN_TABLE
-        })
+        .filter(|r| keep_links.contains(&r.route.oif) && r.route.table != crate::values::MAIN_TABLE)
         .map(|r| r.route.table)
         .collect();
     let wanted_rules: BTreeSet<&Rule> = plan.rules.iter().collect();
@@ -472,7 +470,7 @@ pub struct Outcome {
     /// MACs of links that metadata does not list (yet): a hot-plugged ENI
     /// shows up in the kernel before it shows up in metadata.
     #[serde(skip)]
-    pub unknown_macs: Vec<crate::imds::model::Mac>,
+    pub unknown_macs: Vec<crate::values::Mac>,
     /// Foreign rules that take a managed ENI's traffic before its own rules
     /// (see [`foreign_rules_ahead`]), one message each.
     pub conflicts: Vec<String>,
@@ -575,7 +573,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::imds::{parse, tree};
-    use crate::routing::LinkAddress;
+    use crate::values::LinkAddress;
 
     /// An in-memory kernel: enough to test the diff's ordering, idempotence
     /// and ownership without root.
@@ -763,7 +761,7 @@ mod tests {
         // A rule someone else owns, which must survive everything.
         k.rules.borrow_mut().push(KernelRule {
             rule: Rule {
-                family: crate::routing::Family::Ipv4,
+                family: crate::values::Family::Ipv4,
                 priority: 100,
                 from: Some("192.168.7.0/24".parse().unwrap()),
                 table: 7,
@@ -879,7 +877,7 @@ mod tests {
 
     fn set_device(inst: &mut crate::imds::model::Instance, i: usize, device: u32) {
         if let crate::imds::model::EniState::Ready(e) = &mut inst.enis[i] {
-            e.key = crate::imds::model::EniKey::new(0, device).unwrap();
+            e.key = crate::values::EniKey::new(0, device).unwrap();
         }
     }
 

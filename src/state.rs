@@ -14,8 +14,7 @@ use ipnet::IpNet;
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
-use crate::imds::model::Mac;
-use crate::routing::Link;
+use crate::values::{Link, Mac};
 
 pub const RUN_ROOT: &str = "/run/eniroute";
 
@@ -231,7 +230,7 @@ pub fn daemon_pid(dir: &Path) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::routing::Link;
+    use crate::values::Link;
 
     fn link(index: u32, mac: &str) -> Link {
         Link {

@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 
 use eniroute::config::{
     check, load, load_checked, parse, render_effective, restart_required, table_collisions, Config,
-    ConfigError, EniMatch, EniOverride, LogConfig, MetadataConfig, Numbering, RpFilter, Selection,
-    UserRoute, DEFAULT_PATH,
+    ConfigError, EniMatch, EniOverride, LogConfig, MetadataConfig, Numbering, Selection, UserRoute,
+    DEFAULT_PATH,
 };
-use eniroute::imds::model::Mac;
+use eniroute::values::{Mac, RpFilter};
 
 const FILE: &str = "/etc/eniroute/config.toml";
 
@@ -948,7 +948,7 @@ fn restart_required_names_numbering_and_log_format() {
 
 #[test]
 fn options_combine_in_file_order() {
-    use eniroute::imds::model::{Eni, EniKey};
+    use eniroute::values::{EniFacts, EniKey};
     let text = "\
 [[eni]]
 match = { name = \"eth*\" }
@@ -962,29 +962,21 @@ mtu = 9001
 table_routes = [{ dst = \"172.16.0.0/12\" }]
 ";
     let config = check(text, Path::new(FILE)).unwrap();
-    let eni = Eni {
+    let eni = |link_name| EniFacts {
         mac: "0a:1b:2c:3d:4e:5f".parse().unwrap(),
         key: EniKey::new(0, 1).unwrap(),
         interface_id: None,
         subnet_id: None,
-        vpc_id: None,
-        ipv4s: vec![],
-        ipv4_prefixes: vec![],
-        ipv6s: vec![],
-        ipv6_prefixes: vec![],
-        subnet_v4: None,
-        subnet_v6: vec![],
-        vpc_v4: vec![],
-        vpc_v6: vec![],
+        link_name,
     };
-    let o = config.options_for(&eni, "eth1");
+    let o = config.options_for(&eni("eth1"));
     assert_eq!(o.mtu, Some(9001));
     assert_eq!(o.forwarding, Some(true));
     assert_eq!(o.table_routes.len(), 2);
     assert!(o.cross_vpc);
     assert!(o.assign_addresses);
     assert!(!o.assign_prefix_addresses);
-    let o = config.options_for(&eni, "ens6");
+    let o = config.options_for(&eni("ens6"));
     assert_eq!(o.mtu, Some(9001));
     assert_eq!(o.forwarding, None);
 }

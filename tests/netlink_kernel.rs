@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use eniroute::netlink::{libc_errno, Event, EventSocket, Kernel, LinkChange, RtNetlink};
-use eniroute::routing::{Address, Family, KernelRoute, Link, Route, Rule, MAIN_TABLE};
+use eniroute::values::{Address, Family, KernelRoute, Link, Route, Rule, MAIN_TABLE};
 use ipnet::IpNet;
 use nix::sched::{unshare, CloneFlags};
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use eniroute::config::Config;
 use eniroute::imds::{parse, tree};
 use eniroute::plan::plan;
-use eniroute::routing::{Link, LinkAddress};
+use eniroute::values::{Link, LinkAddress};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use serde_json::{json, Map, Value};
 
-use eniroute::imds::model::Mac;
+use eniroute::values::Mac;
 
 /// One ENI as metadata describes it.
 #[derive(Debug, Clone)]

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use nix::sched::{setns, CloneFlags};
 
-use eniroute::imds::model::Mac;
+use eniroute::values::Mac;
 
 /// Where `ip netns add` bind-mounts namespaces.
 const NETNS_DIR: &str = "/run/netns";

@@ -26,8 +26,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use eniroute::imds::client::{MAX_BODY, MAX_TOKEN_TTL_SECS};
-use eniroute::imds::model::Mac;
 use eniroute::imds::tree;
+use eniroute::values::Mac;
 
 const META_PREFIX: &str = "latest/meta-data";
 const TOKEN_PATH: &str = "latest/api/token";

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::netns::{veth, Netns};
-use eniroute::imds::model::Mac;
+use eniroute::values::Mac;
 
 /// The link-local address of the instance metadata service.
 pub const IMDS_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);

@@ -9,7 +9,7 @@ use ipnet::Ipv4Net;
 use super::imds_tree::{instance_tree, put_eni, remove_eni, EniMeta};
 use super::vpc::{Client, Eni, EniSpec, Instance, Vpc, IMDS_ADDR};
 use crate::sim::Simulator;
-use eniroute::imds::model::Mac;
+use eniroute::values::Mac;
 
 /// How to attach one ENI.
 #[derive(Debug, Clone)]

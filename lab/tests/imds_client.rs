@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use eniroute::imds::client::{ErrorKind, ImdsClient, ImdsOptions, MAX_BODY};
 use eniroute::imds::fetch::{fetch_instance, MetadataCache};
-use eniroute::imds::model::{EniKey, EniState, Mac};
+use eniroute::imds::model::EniState;
+use eniroute::values::{EniKey, Mac};
 use eniroute_lab::sim::{Fault, Simulator};
 use serde_json::{json, Value};
 

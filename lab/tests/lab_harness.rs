@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::time::Duration;
 
-use eniroute::imds::model::Mac;
+use eniroute::values::Mac;
 use eniroute_lab::{
     cleanup_stale, connect, route_get, Client, Eni, EniSpec, Instance, Netns, TcpServer, Vpc,
     IMDS_ADDR,

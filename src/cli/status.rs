@@ -13,7 +13,7 @@ use super::{
 use crate::netlink::LinkNames;
 use crate::plan::{EniStatus, Plan};
 use crate::reconcile::{diff, foreign_rules_ahead, Current, Op, Ownership};
-use crate::routing::Rule;
+use crate::values::Rule;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

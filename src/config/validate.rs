@@ -8,7 +8,7 @@ use ipnet::IpNet;
 
 use super::positions::{display_path, Seg};
 use super::{is_glob, Config, EniMatch, LogConfig, MetadataConfig, Numbering, UserRoute};
-use crate::imds::model::EniKey;
+use crate::values::EniKey;
 
 /// One thing wrong with a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,8 @@ use tokio::sync::mpsc;
 
 use crate::imds::client::{ImdsClient, ImdsError};
 use crate::imds::fetch::MetadataCache;
-use crate::imds::model::{Instance, Mac};
+use crate::imds::model::Instance;
+use crate::values::Mac;
 
 /// What the metadata task is asked to do before its next read.
 pub(super) struct FetchRequest {

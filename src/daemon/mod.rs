@@ -20,12 +20,13 @@ use tokio::time::sleep_until;
 use crate::agent::{self, Namespace, SetupError};
 use crate::config::{self, Config};
 use crate::imds::client::ImdsClient;
-use crate::imds::model::{EniState, Instance, Mac};
+use crate::imds::model::{EniState, Instance};
 use crate::netlink::events::{Event, EventSocket};
 use crate::netlink::rt::RtNetlink;
 use crate::netlink::NetlinkError;
 use crate::notify::Notifier;
 use crate::plan::EniStatus;
+use crate::values::Mac;
 
 mod metadata;
 mod retry;

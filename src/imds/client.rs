@@ -21,8 +21,6 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use tokio::sync::Mutex;
 
-use crate::config::MetadataConfig;
-
 /// Largest body accepted. Real metadata values are a few hundred bytes; a
 /// larger answer is a broken or hostile endpoint, not data.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -72,17 +70,6 @@ impl Default for ImdsOptions {
             max_attempts: 4,
             backoff_base: Duration::from_millis(100),
             retry_budget: Duration::from_secs(5),
-        }
-    }
-}
-
-impl From<&MetadataConfig> for ImdsOptions {
-    fn from(cfg: &MetadataConfig) -> Self {
-        ImdsOptions {
-            endpoint: cfg.effective_endpoint().to_string(),
-            token_ttl_secs: cfg.token_ttl_secs,
-            request_timeout: Duration::from_millis(cfg.request_timeout_ms),
-            ..ImdsOptions::default()
         }
     }
 }

@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::client::{ErrorKind, ImdsClient, ImdsError};
-use super::model::{EniState, Instance, Mac};
+use super::model::{EniState, Instance};
 use super::parse::{self, EniKeys, ENI_KEYS, VOLATILE_KEYS};
+use crate::values::Mac;
 
 const MACS_PATH: &str = "network/interfaces/macs/";
 

@@ -7,7 +7,8 @@ use std::str::FromStr;
 
 use ipnet::Ipv4Net;
 
-use super::model::{Eni, EniKey, EniState, Mac};
+use super::model::{Eni, EniState};
+use crate::values::{EniKey, Mac};
 
 /// The per-MAC keys read under `network/interfaces/macs/<mac>/`.
 pub const ENI_KEYS: &[&str] = &[

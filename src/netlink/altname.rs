@@ -5,7 +5,7 @@
 
 use netlink_packet_route::link::{LinkAttribute, LinkMessage, Prop};
 
-use crate::imds::model::Mac;
+use crate::values::Mac;
 
 /// The kernel's bound on an alternative name: `ALTIFNAMSIZ` (128) with its
 /// terminating NUL.

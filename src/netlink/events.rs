@@ -17,10 +17,10 @@ use netlink_sys::protocols::NETLINK_ROUTE;
 use netlink_sys::{AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket};
 use nix::sys::socket::{setsockopt, sockopt};
 
-use crate::imds::model::Mac;
 use crate::netlink::msg;
 use crate::netlink::request::io_error;
 use crate::netlink::{libc_errno, NetlinkError};
+use crate::values::Mac;
 
 const RTNLGRP_LINK: u32 = 1;
 const RTNLGRP_IPV4_IFADDR: u32 = 5;

@@ -1,12 +1,12 @@
 //! The kernel edge: reads links, addresses, routes and rules, and writes
-//! them, in the values of [`crate::routing`]. Nothing above this module sees
+//! them, in the values of [`crate::values`]. Nothing above this module sees
 //! a netlink message.
 
 use std::fmt;
 
 use ipnet::IpNet;
 
-use crate::routing::{Address, KernelRoute, KernelRule, Link, Route, Rule};
+use crate::values::{Address, KernelRoute, KernelRule, Link, Route, Rule};
 
 pub mod altname;
 pub mod events;

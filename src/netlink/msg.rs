@@ -18,9 +18,10 @@ use netlink_packet_route::route::{
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleFlags, RuleMessage};
 use netlink_packet_route::AddressFamily;
 
-use crate::imds::model::Mac;
 use crate::netlink::LinkChange;
-use crate::routing::{Address, Family, KernelRoute, KernelRule, Link, LinkAddress, Route, Rule};
+use crate::values::{
+    Address, Family, KernelRoute, KernelRule, Link, LinkAddress, Mac, Route, Rule,
+};
 
 /// `FRA_PAD`: alignment padding in rule dumps, not a selector.
 const FRA_PAD: u16 = 18;

@@ -16,7 +16,7 @@ use crate::netlink::altname;
 use crate::netlink::msg::{self, RouteOp};
 use crate::netlink::request::{self, ack, dump};
 use crate::netlink::{Kernel, LinkChange, LinkNames, NetlinkError};
-use crate::routing::{Address, KernelRoute, KernelRule, Link, Route, Rule};
+use crate::values::{Address, KernelRoute, KernelRule, Link, Route, Rule};
 
 /// The kernel's routing state, read and written over one rtnetlink socket.
 ///

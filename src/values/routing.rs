@@ -1,6 +1,6 @@
-//! The values eniroute reasons about: links, addresses, routes and rules as
-//! plain data. The plan produces them, the netlink layer reads and writes
-//! them, the reconciler compares them; none of them is a netlink message.
+//! Links, addresses, routes and rules as plain data. The plan produces them,
+//! the netlink layer reads and writes them, the reconciler compares them;
+//! none of them is a netlink message.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -8,8 +8,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::config::RpFilter;
-use crate::imds::model::Mac;
+use super::Mac;
 
 /// The main routing table.
 pub const MAIN_TABLE: u32 = 254;
@@ -207,4 +206,23 @@ pub struct LinkSettings {
     pub forwarding: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rp_filter: Option<RpFilter>,
+}
+
+/// Reverse-path filtering on a link (`net.ipv4.conf.<dev>.rp_filter`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RpFilter {
+    Off,
+    Strict,
+    Loose,
+}
+
+impl RpFilter {
+    pub fn sysctl_value(self) -> &'static str {
+        match self {
+            RpFilter::Off => "0",
+            RpFilter::Strict => "1",
+            RpFilter::Loose => "2",
+        }
+    }
 }

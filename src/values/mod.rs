@@ -1,0 +1,12 @@
+//! The bottom floor: plain values every layer shares (an ENI's MAC and key,
+//! address families, rp_filter modes, links, addresses, routes and rules).
+//! This module imports nothing else of the crate.
+
+mod eni;
+mod routing;
+
+pub use eni::{EniFacts, EniKey, Mac, ParseMacError};
+pub use routing::{
+    table_name, Address, Family, KernelRoute, KernelRule, Link, LinkAddress, LinkSettings, Route,
+    RpFilter, Rule, MAIN_TABLE,
+};
