@@ -58,7 +58,12 @@ fn generate(out: &Path, date: &str) -> Result<Vec<PathBuf>, String> {
     ] {
         let path = out.join(name);
         let mut text = Vec::new();
-        clap_complete::generate(shell, &mut eniroute::cli::Cli::command(), "eniroute", &mut text);
+        clap_complete::generate(
+            shell,
+            &mut eniroute::cli::Cli::command(),
+            "eniroute",
+            &mut text,
+        );
         std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
         written.push(path);
     }
