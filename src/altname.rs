@@ -164,7 +164,11 @@ impl AltnameRecords {
 /// name), then additions. Names of links whose ENI is uncertain or excluded
 /// stay as they are. A wanted name that another link holds and the agent
 /// does not own is not taken: it comes back as a warning.
-pub fn diff(plan: &Plan, links: &[LinkNames], records: &AltnameRecords) -> (Vec<Op>, Vec<String>) {
+pub fn diff(
+    plan: &Plan,
+    links: &[LinkNames],
+    owned: &BTreeSet<(u32, String)>,
+) -> (Vec<Op>, Vec<String>) {
     let wanted = wanted(plan);
     let keep: BTreeSet<u32> = plan
         .uncertain_links()
@@ -178,7 +182,9 @@ pub fn diff(plan: &Plan, links: &[LinkNames], records: &AltnameRecords) -> (Vec<
     for link in links.iter().filter(|l| !keep.contains(&l.index)) {
         let want = wanted.get(&link.index);
         for name in &link.altnames {
-            if records.owns(link, name) && !want.is_some_and(|w| w.contains(name)) {
+            if owned.contains(&(link.index, name.clone()))
+                && !want.is_some_and(|w| w.contains(name))
+            {
                 leaving.insert(name);
                 dels.push(Op::DelAltname {
                     index: link.index,
@@ -217,23 +223,31 @@ pub fn diff(plan: &Plan, links: &[LinkNames], records: &AltnameRecords) -> (Vec<
     (dels, warnings)
 }
 
-/// The alternative-name step of a reconcile: reads every link's names,
-/// applies [`diff`], and records what the agent now owns in `dir`.
-pub async fn sync(kernel: &impl Kernel, plan: &Plan, dir: &Path) -> (Applied, Vec<String>) {
-    let links = match kernel.link_names().await {
-        Ok(l) => l,
-        Err(e) => {
-            let mut failed = Applied::default();
-            failed.errors.push(e.to_string());
-            return (failed, Vec::new());
-        }
-    };
-    let mut records = AltnameRecords::load(dir);
-    let (ops, warnings) = diff(plan, &links, &records);
-    let applied = apply(kernel, ops).await;
-    // The names as they are now, for the records: what was added is on its
-    // link, what was removed is gone.
-    let mut after = links;
+/// The names the records in `dir` say are the agent's, on the links
+/// present: what [`diff`] may remove.
+pub fn owned(dir: &Path, links: &[LinkNames]) -> BTreeSet<(u32, String)> {
+    let records = AltnameRecords::load(dir);
+    links
+        .iter()
+        .flat_map(|l| {
+            l.altnames
+                .iter()
+                .filter(|a| records.owns(l, a))
+                .map(|a| (l.index, a.clone()))
+        })
+        .collect()
+}
+
+/// Records in `dir` what the agent owns once `applied` (made from a
+/// [`diff`] of `links` against `plan`) went in: what was added is on its
+/// link, what was removed is gone.
+pub fn record(
+    dir: &Path,
+    links: &[LinkNames],
+    plan: &Plan,
+    applied: &Applied,
+) -> Result<(), crate::state::StateError> {
+    let mut after = links.to_vec();
     for op in &applied.ops {
         match op {
             Op::AddAltname { index, name, .. } => {
@@ -249,11 +263,7 @@ pub async fn sync(kernel: &impl Kernel, plan: &Plan, dir: &Path) -> (Applied, Ve
             _ => {}
         }
     }
-    let mut applied = applied;
-    if let Err(e) = records.update(&after, &wanted(plan), &applied) {
-        applied.errors.push(e.to_string());
-    }
-    (applied, warnings)
+    AltnameRecords::load(dir).update(&after, &wanted(plan), applied)
 }
 
 /// Removes every alternative name the agent owns (`eniroute cleanup`).

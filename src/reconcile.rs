@@ -13,12 +13,16 @@ use std::fmt;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::netlink::{Kernel, LinkChange, NetlinkError};
-use crate::plan::Plan;
-use crate::sysctl::{self, Sysctl};
+use crate::config::Config;
+use crate::imds::model::Instance;
+use crate::netlink::{Kernel, LinkChange, LinkNames, NetlinkError};
+use crate::plan::{EniStatus, Plan};
+use crate::state::AddressRecords;
+use crate::sysctl::{Sysctl, SysctlError};
+use crate::values::Mac;
 use crate::values::{Address, KernelRoute, KernelRule, Link, LinkSettings, Route, Rule};
 
-/// What the kernel has now, as far as the reconciler cares.
+/// What the host has now, as far as the reconciler cares.
 #[derive(Debug, Clone, Default)]
 pub struct Current {
     pub links: Vec<Link>,
@@ -26,14 +30,20 @@ pub struct Current {
     pub routes: Vec<KernelRoute>,
     /// Current values of the sysctls the plan sets.
     pub sysctls: BTreeMap<Sysctl, String>,
+    /// Links udev has not initialised yet (and may still rename).
+    pub udev_pending: Vec<u32>,
+    /// Every link's names, alternative names included.
+    pub names: Vec<LinkNames>,
+    /// The alternative names the agent owns, by ifindex.
+    pub owned_altnames: BTreeSet<(u32, String)>,
 }
 
 impl Current {
-    /// Reads the kernel. Addresses the state file records as added by the
+    /// Reads the host. Addresses the state file records as added by the
     /// agent count as owned too (for kernels that do not keep `IFA_PROTO`).
     pub async fn read(
         kernel: &impl Kernel,
-        records: &crate::state::AddressRecords,
+        records: &AddressRecords,
     ) -> Result<Current, NetlinkError> {
         let mut links = kernel.links().await?;
         let recorded = records.owned(&links);
@@ -42,21 +52,42 @@ impl Current {
                 a.owned |= recorded.contains(&(link.index, a.addr));
             }
         }
+        let udev_pending = links
+            .iter()
+            .map(|l| l.index)
+            .filter(|i| !kernel.udev_initialised(*i))
+            .collect();
+        let names = kernel.link_names().await?;
+        let owned_altnames = crate::altname::owned(records.dir(), &names);
         Ok(Current {
             links,
             rules: kernel.rules().await?,
             routes: kernel.routes().await?,
             sysctls: BTreeMap::new(),
+            udev_pending,
+            names,
+            owned_altnames,
         })
     }
 
     /// Reads the sysctls the plan wants to set, so they can be compared.
-    pub fn read_sysctls(&mut self, plan: &Plan) {
-        for s in wanted_sysctls(&plan.links) {
-            if let Ok(v) = sysctl::read(&s.0) {
-                self.sysctls.insert(s.0, v);
+    pub fn read_sysctls(&mut self, kernel: &impl Kernel, plan: &Plan) {
+        for (key, _) in wanted_sysctls(&plan.links) {
+            if let Ok(v) = kernel.read_sysctl(&key) {
+                self.sysctls.insert(key, v);
             }
         }
+    }
+
+    /// The links the plan may use: a link udev has not finished with (and
+    /// may still rename) is not planned for yet; it has nothing of ours, so
+    /// nothing is lost.
+    pub fn ready_links(&self) -> Vec<Link> {
+        self.links
+            .iter()
+            .filter(|l| !self.udev_pending.contains(&l.index))
+            .cloned()
+            .collect()
     }
 
     pub fn owned_rules(&self, protocol: u8) -> impl Iterator<Item = &Rule> {
@@ -90,7 +121,7 @@ pub enum Op {
         mtu: Option<u32>,
     },
     SetSysctl {
-        key: String,
+        key: Sysctl,
         value: String,
     },
     AddAddress(Address),
@@ -207,10 +238,7 @@ pub fn diff(plan: &Plan, current: &Current, own: Ownership) -> Vec<Op> {
     }
     for (key, value) in wanted_sysctls(&plan.links) {
         if current.sysctls.get(&key) != Some(&value) {
-            ops.push(Op::SetSysctl {
-                key: key.to_string(),
-                value,
-            });
+            ops.push(Op::SetSysctl { key, value });
         }
     }
 
@@ -354,6 +382,12 @@ pub struct Applied {
     pub removed_addresses: Vec<(u32, IpNet)>,
 }
 
+/// Why one change failed.
+enum OpError {
+    Netlink(NetlinkError),
+    Sysctl(SysctlError),
+}
+
 /// Applies `ops` in order. A race (the object already exists, or is already
 /// gone) is not an error: it means someone else got there first, and the
 /// caller's next read will see it. Other failures are collected and the
@@ -369,33 +403,38 @@ pub async fn apply(kernel: &impl Kernel, ops: Vec<Op>) -> Applied {
                 group,
                 mtu,
                 ..
-            } => {
-                kernel
-                    .set_link(
-                        *index,
-                        &LinkChange {
-                            up: *up,
-                            group: *group,
-                            mtu: *mtu,
-                        },
-                    )
-                    .await
+            } => kernel
+                .set_link(
+                    *index,
+                    &LinkChange {
+                        up: *up,
+                        group: *group,
+                        mtu: *mtu,
+                    },
+                )
+                .await
+                .map_err(OpError::Netlink),
+            Op::SetSysctl { key, value } => {
+                kernel.write_sysctl(key, value).map_err(OpError::Sysctl)
             }
-            Op::SetSysctl { key, value } => sysctl::write(key, value).map_err(|e| NetlinkError {
-                call: "sysctl",
-                object: key.clone(),
-                errno: e.raw_os_error(),
-                message: e.to_string(),
-            }),
-            Op::AddAddress(a) => kernel.add_address(a).await,
-            Op::AddRoute(r) => kernel.add_route(r).await,
-            Op::ReplaceRoute(r) => kernel.replace_route(r).await,
-            Op::AddRule(r) => kernel.add_rule(r).await,
-            Op::DelRule(r) => kernel.del_rule(r).await,
-            Op::DelRoute(r) => kernel.del_route(r).await,
-            Op::DelAddress(a) => kernel.del_address(a.index, a.address).await,
-            Op::AddAltname { index, name, .. } => kernel.set_altname(*index, name, true).await,
-            Op::DelAltname { index, name, .. } => kernel.set_altname(*index, name, false).await,
+            Op::AddAddress(a) => kernel.add_address(a).await.map_err(OpError::Netlink),
+            Op::AddRoute(r) => kernel.add_route(r).await.map_err(OpError::Netlink),
+            Op::ReplaceRoute(r) => kernel.replace_route(r).await.map_err(OpError::Netlink),
+            Op::AddRule(r) => kernel.add_rule(r).await.map_err(OpError::Netlink),
+            Op::DelRule(r) => kernel.del_rule(r).await.map_err(OpError::Netlink),
+            Op::DelRoute(r) => kernel.del_route(r).await.map_err(OpError::Netlink),
+            Op::AddAltname { index, name, .. } => kernel
+                .set_altname(*index, name, true)
+                .await
+                .map_err(OpError::Netlink),
+            Op::DelAltname { index, name, .. } => kernel
+                .set_altname(*index, name, false)
+                .await
+                .map_err(OpError::Netlink),
+            Op::DelAddress(a) => kernel
+                .del_address(a.index, a.address)
+                .await
+                .map_err(OpError::Netlink),
         };
         match result {
             Ok(()) => {
@@ -406,10 +445,11 @@ pub async fn apply(kernel: &impl Kernel, ops: Vec<Op>) -> Applied {
                 }
                 out.ops.push(op);
             }
-            Err(e) if e.is_race() => {
+            Err(OpError::Netlink(e)) if e.is_race() => {
                 tracing::debug!("{op}: {e} (raced with another change; re-reading)");
             }
-            Err(e) => out.errors.push(e.to_string()),
+            Err(OpError::Netlink(e)) => out.errors.push(crate::error_chain(&e)),
+            Err(OpError::Sysctl(e)) => out.errors.push(crate::error_chain(&e)),
         }
     }
     out
@@ -460,6 +500,81 @@ pub fn foreign_rules_ahead(
         .collect()
 }
 
+/// What the host needs, for one instance's metadata and configuration:
+/// the one answer `plan`, `status`, `apply` and the daemon all work from.
+#[derive(Debug, Clone, Default)]
+pub struct Assessment {
+    pub plan: Plan,
+    /// The ordered changes that bring the host to the plan.
+    pub changes: Vec<Op>,
+    /// Foreign rules that take a managed ENI's traffic before its own rules
+    /// (see [`foreign_rules_ahead`]), one message each.
+    pub conflicts: Vec<String>,
+    /// MACs of links that metadata does not list (yet): a hot-plugged ENI
+    /// shows up in the kernel before it shows up in metadata.
+    pub unknown_macs: Vec<Mac>,
+    /// Links left out because udev has not initialised them yet. udev
+    /// finishing sends no netlink event unless it renames the link, so a
+    /// caller that wants them configured must look again by itself.
+    pub udev_pending: Vec<u32>,
+}
+
+/// The pure core: metadata, a host snapshot and the configuration in; the
+/// plan, the changes, the conflicts and the links still waiting out.
+pub fn assess(instance: &Instance, current: &Current, config: &Config) -> Assessment {
+    let own = Ownership::from(config);
+    let ready = current.ready_links();
+    let mut plan = crate::plan::plan(instance, &ready, config);
+    let mut changes = diff(&plan, current, own);
+    // Names last: no traffic depends on them.
+    let (altnames, warnings) = crate::altname::diff(&plan, &current.names, &current.owned_altnames);
+    changes.extend(altnames);
+    plan.warnings.extend(warnings);
+    let unknown_macs = ready
+        .iter()
+        .filter_map(|l| l.mac)
+        .filter(|m| m.octets() != [0; 6] && instance.get(*m).is_none())
+        .collect();
+    let conflicts = plan
+        .enis
+        .iter()
+        .filter(|e| e.status == EniStatus::Managed)
+        .filter_map(|e| Some((e, e.table?)))
+        .flat_map(|(e, table)| {
+            foreign_rules_ahead(&e.addresses, table, &current.rules, own.protocol)
+                .into_iter()
+                .map(move |r| {
+                    format!(
+                        "ENI {} ({}): foreign {r} is consulted before table {table} and takes its traffic",
+                        e.interface_id.as_deref().unwrap_or("?"),
+                        e.dev.as_deref().unwrap_or("?")
+                    )
+                })
+        })
+        .collect();
+    Assessment {
+        plan,
+        changes,
+        conflicts,
+        unknown_macs,
+        udev_pending: current.udev_pending.clone(),
+    }
+}
+
+/// Reads the host as far as [`assess`] needs it for this instance: links,
+/// rules, routes, udev's progress, and the sysctls the plan sets.
+pub async fn observe(
+    kernel: &impl Kernel,
+    records: &AddressRecords,
+    instance: &Instance,
+    config: &Config,
+) -> Result<Current, NetlinkError> {
+    let mut current = Current::read(kernel, records).await?;
+    let plan = crate::plan::plan(instance, &current.ready_links(), config);
+    current.read_sysctls(kernel, &plan);
+    Ok(current)
+}
+
 /// The result of one reconcile.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Outcome {
@@ -467,86 +582,49 @@ pub struct Outcome {
     pub applied: Applied,
     /// Read → diff → apply rounds; more than one means something raced.
     pub passes: usize,
-    /// MACs of links that metadata does not list (yet): a hot-plugged ENI
-    /// shows up in the kernel before it shows up in metadata.
+    /// See [`Assessment::unknown_macs`].
     #[serde(skip)]
-    pub unknown_macs: Vec<crate::values::Mac>,
-    /// Foreign rules that take a managed ENI's traffic before its own rules
-    /// (see [`foreign_rules_ahead`]), one message each.
+    pub unknown_macs: Vec<Mac>,
+    /// See [`Assessment::conflicts`].
     pub conflicts: Vec<String>,
-    /// Links left out because udev has not initialised them yet. udev
-    /// finishing sends no netlink event unless it renames the link, so a
-    /// caller that wants them configured must look again by itself.
+    /// See [`Assessment::udev_pending`].
     #[serde(skip)]
     pub udev_pending: Vec<u32>,
 }
 
-/// Brings the kernel to the plan for `instance`: read, plan, diff, apply,
-/// and again while races leave something undone (bounded). A pass that
-/// finds nothing to change writes nothing.
+/// Brings the host to the plan for `instance`: observe, assess, apply, and
+/// again while races leave something undone (bounded). A pass that finds
+/// nothing to change writes nothing.
 pub async fn reconcile(
     kernel: &impl Kernel,
-    instance: &crate::imds::model::Instance,
-    config: &crate::config::Config,
-    records: &mut crate::state::AddressRecords,
+    instance: &Instance,
+    config: &Config,
+    records: &mut AddressRecords,
 ) -> Result<Outcome, NetlinkError> {
-    let own = Ownership::from(config);
     let mut out = Outcome::default();
     const MAX_PASSES: usize = 4;
     while out.passes < MAX_PASSES {
         out.passes += 1;
-        let mut current = Current::read(kernel, records).await?;
-        // A link udev has not finished with (and may still rename) is not
-        // planned for yet; it has nothing of ours, so nothing is lost.
-        let ready: Vec<Link> = current
-            .links
-            .iter()
-            .filter(|l| crate::udev::initialised(l.index))
-            .cloned()
-            .collect();
-        out.udev_pending = current
-            .links
-            .iter()
-            .map(|l| l.index)
-            .filter(|i| !ready.iter().any(|r| r.index == *i))
-            .collect();
-        let plan = crate::plan::plan(instance, &ready, config);
-        current.read_sysctls(&plan);
-        let ops = diff(&plan, &current, own);
-        out.unknown_macs = ready
-            .iter()
-            .filter_map(|l| l.mac)
-            .filter(|m| m.octets() != [0; 6] && instance.get(*m).is_none())
-            .collect();
-        out.conflicts = plan
-            .enis
-            .iter()
-            .filter(|e| e.status == crate::plan::EniStatus::Managed)
-            .filter_map(|e| Some((e, e.table?)))
-            .flat_map(|(e, table)| {
-                foreign_rules_ahead(&e.addresses, table, &current.rules, own.protocol)
-                    .into_iter()
-                    .map(move |r| {
-                        format!(
-                            "ENI {} ({}): foreign {r} is consulted before table {table} and takes its traffic",
-                            e.interface_id.as_deref().unwrap_or("?"),
-                            e.dev.as_deref().unwrap_or("?")
-                        )
-                    })
-            })
-            .collect();
-        out.plan = plan;
-        if ops.is_empty() {
+        let current = observe(kernel, records, instance, config).await?;
+        let a = assess(instance, &current, config);
+        out.unknown_macs = a.unknown_macs;
+        out.conflicts = a.conflicts;
+        out.udev_pending = a.udev_pending;
+        out.plan = a.plan;
+        if a.changes.is_empty() {
             break;
         }
-        let wanted = ops.len();
-        let applied = apply(kernel, ops).await;
+        let wanted = a.changes.len();
+        let applied = apply(kernel, a.changes).await;
         let done = applied.ops.len() + applied.errors.len();
         if let Err(e) = records.update(
             &current.links,
             &applied.added_addresses,
             &applied.removed_addresses,
         ) {
+            out.applied.errors.push(e.to_string());
+        }
+        if let Err(e) = crate::altname::record(records.dir(), &current.names, &out.plan, &applied) {
             out.applied.errors.push(e.to_string());
         }
         out.applied.writes += applied.writes;
@@ -558,11 +636,6 @@ pub async fn reconcile(
             break;
         }
     }
-    let (altnames, warnings) = crate::altname::sync(kernel, &out.plan, records.dir()).await;
-    out.plan.warnings.extend(warnings);
-    out.applied.writes += altnames.writes;
-    out.applied.ops.extend(altnames.ops);
-    out.applied.errors.extend(altnames.errors);
     Ok(out)
 }
 
@@ -575,15 +648,28 @@ mod tests {
     use crate::imds::{parse, tree};
     use crate::values::LinkAddress;
 
-    /// An in-memory kernel: enough to test the diff's ordering, idempotence
-    /// and ownership without root.
+    /// An in-memory host: enough to test the diff's ordering, idempotence
+    /// and ownership without root, and without reading this machine's udev
+    /// database or sysctls.
     #[derive(Default)]
     struct FakeKernel {
         links: RefCell<Vec<Link>>,
         rules: RefCell<Vec<KernelRule>>,
         routes: RefCell<Vec<KernelRoute>>,
         altnames: RefCell<BTreeMap<u32, Vec<String>>>,
+        /// Links udev has not initialised.
+        udev_pending: RefCell<BTreeSet<u32>>,
+        sysctls: RefCell<BTreeMap<Sysctl, String>>,
         log: RefCell<Vec<String>>,
+    }
+
+    /// A host that never announces a change.
+    struct NoEvents;
+
+    impl crate::netlink::EventSource for NoEvents {
+        async fn next(&mut self) -> Result<crate::netlink::Event, NetlinkError> {
+            std::future::pending().await
+        }
     }
 
     const PROTO: u8 = 233;
@@ -720,6 +806,31 @@ mod tests {
                 link.group = g;
             }
             Ok(())
+        }
+        fn udev_initialised(&self, index: u32) -> bool {
+            !self.udev_pending.borrow().contains(&index)
+        }
+        fn read_sysctl(&self, key: &Sysctl) -> Result<String, SysctlError> {
+            // Every interface sysctl reads 0 until written, like a new link's.
+            Ok(self
+                .sysctls
+                .borrow()
+                .get(key)
+                .cloned()
+                .unwrap_or_else(|| "0".into()))
+        }
+        fn write_sysctl(&self, key: &Sysctl, value: &str) -> Result<(), SysctlError> {
+            self.log
+                .borrow_mut()
+                .push(format!("~ sysctl {key}={value}"));
+            self.sysctls
+                .borrow_mut()
+                .insert(key.clone(), value.to_string());
+            Ok(())
+        }
+        type Events = NoEvents;
+        fn events(&self) -> Result<NoEvents, NetlinkError> {
+            Ok(NoEvents)
         }
     }
 
@@ -1034,5 +1145,63 @@ mod tests {
         block_on(crate::altname::teardown(&k, rec.dir()));
         assert!(altnames_of(&k, 2).is_empty());
         assert_eq!(altnames_of(&k, 3), ["mgmt"]);
+    }
+    /// What `plan` and `status` show (observe, then assess, changing
+    /// nothing) for the host as it is now.
+    fn planned(k: &FakeKernel, inst: &Instance, cfg: &Config, rec: &AddressRecords) -> Assessment {
+        let current = block_on(observe(k, rec, inst, cfg)).unwrap();
+        assess(inst, &current, cfg)
+    }
+
+    #[test]
+    fn plan_shows_exactly_what_apply_does_while_udev_holds_a_link() {
+        let k = kernel_with_links();
+        // eth1 (ifindex 3) has just appeared; udev may still rename it.
+        k.udev_pending.borrow_mut().insert(3);
+        let cfg = crate::config::parse(
+            "[[eni]]\nmatch = { device = 1 }\nforwarding = true\n",
+            std::path::Path::new("test.toml"),
+        )
+        .unwrap();
+        let inst = fixture("management-network");
+        let mut rec = records();
+
+        let shown = planned(&k, &inst, &cfg, &rec);
+        assert_eq!(shown.udev_pending, [3]);
+        assert!(!shown.changes.is_empty());
+        assert!(
+            shown
+                .changes
+                .iter()
+                .all(|op| !op.to_string().contains("eth1")),
+            "{:#?}",
+            shown.changes
+        );
+        let applied = block_on(reconcile(&k, &inst, &cfg, &mut rec)).unwrap();
+        assert_eq!(applied.applied.ops, shown.changes);
+        assert_eq!(applied.plan, shown.plan);
+
+        // udev is done: now eth1 is planned for, sysctl included, and apply
+        // again does exactly what plan said.
+        k.udev_pending.borrow_mut().clear();
+        let shown = planned(&k, &inst, &cfg, &rec);
+        assert!(shown.udev_pending.is_empty());
+        let sysctl = "~ sysctl net.ipv4.conf.eth1.forwarding=1".to_string();
+        assert!(
+            shown.changes.iter().any(|op| op.to_string() == sysctl),
+            "{:#?}",
+            shown.changes
+        );
+        let applied = block_on(reconcile(&k, &inst, &cfg, &mut rec)).unwrap();
+        assert_eq!(applied.applied.ops, shown.changes);
+        assert!(k.log.borrow().contains(&sysctl));
+        assert!(planned(&k, &inst, &cfg, &rec).changes.is_empty());
+        assert_eq!(
+            block_on(reconcile(&k, &inst, &cfg, &mut rec))
+                .unwrap()
+                .applied
+                .writes,
+            0
+        );
     }
 }

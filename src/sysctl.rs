@@ -6,7 +6,8 @@ use std::io;
 use std::path::PathBuf;
 
 /// A sysctl key, dotted as `sysctl(8)` prints it.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(transparent)]
 pub struct Sysctl(String);
 
 impl Sysctl {
@@ -40,14 +41,47 @@ impl fmt::Display for Sysctl {
     }
 }
 
-pub fn read(key: &Sysctl) -> io::Result<String> {
-    Ok(std::fs::read_to_string(Sysctl::path(&key.0))?
-        .trim()
-        .to_string())
+/// A sysctl that could not be read or written.
+#[derive(Debug)]
+pub struct SysctlError {
+    pub key: Sysctl,
+    /// The value being written; `None` for a read.
+    pub value: Option<String>,
+    pub source: io::Error,
 }
 
-pub fn write(key: &str, value: &str) -> io::Result<()> {
-    std::fs::write(Sysctl::path(key), value)
+impl fmt::Display for SysctlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(v) => write!(f, "cannot set sysctl {} to {v}", self.key),
+            None => write!(f, "cannot read sysctl {}", self.key),
+        }
+    }
+}
+
+impl std::error::Error for SysctlError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+pub fn read(key: &Sysctl) -> Result<String, SysctlError> {
+    match std::fs::read_to_string(Sysctl::path(&key.0)) {
+        Ok(text) => Ok(text.trim().to_string()),
+        Err(source) => Err(SysctlError {
+            key: key.clone(),
+            value: None,
+            source,
+        }),
+    }
+}
+
+pub fn write(key: &Sysctl, value: &str) -> Result<(), SysctlError> {
+    std::fs::write(Sysctl::path(&key.0), value).map_err(|source| SysctlError {
+        key: key.clone(),
+        value: Some(value.to_string()),
+        source,
+    })
 }
 
 #[cfg(test)]

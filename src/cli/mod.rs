@@ -11,8 +11,7 @@ use crate::imds::client::ImdsClient;
 use crate::imds::model::Instance;
 use crate::netlink::rt::RtNetlink;
 use crate::netlink::Kernel;
-use crate::plan::Plan;
-use crate::reconcile::Current;
+use crate::reconcile::{Assessment, Current};
 use crate::state;
 
 pub mod apply;
@@ -244,39 +243,17 @@ pub fn kernel(cfg: &Config) -> Result<RtNetlink, Failure> {
     Ok(crate::agent::kernel(cfg)?)
 }
 
-/// What the kernel holds now, with the addresses the state file says are
-/// ours marked as owned.
-pub async fn read_kernel(kernel: &RtNetlink) -> Result<Current, Failure> {
-    let dir = state::run_dir().map_err(Failure::runtime)?;
-    let records = state::AddressRecords::load(&dir);
-    Current::read(kernel, &records)
-        .await
-        .map_err(Failure::runtime)
-}
-
-/// Metadata and kernel side by side: the plan for this instance and what
-/// the kernel has now (the sysctls the plan sets included).
-pub async fn observe(cfg: &Config, client: &ImdsClient) -> Result<(Plan, Current), Failure> {
+/// Metadata and host side by side, read as `apply` reads them and assessed
+/// by the same function, so `plan` and `status` show what `apply` would do.
+pub async fn observe(cfg: &Config, client: &ImdsClient) -> Result<(Assessment, Current), Failure> {
     let instance = fetch(client).await?;
     let kernel = kernel(cfg)?;
-    let mut current = read_kernel(&kernel).await?;
-    let plan = crate::plan::plan(&instance, &current.links, cfg);
-    current.read_sysctls(&plan);
-    Ok((plan, current))
-}
-
-/// The alternative-name changes `apply` would make for `plan`, with the
-/// names each link carries now, by ifindex.
-pub async fn altname_changes(
-    cfg: &Config,
-    plan: &Plan,
-) -> Result<(Vec<crate::reconcile::Op>, Vec<crate::netlink::LinkNames>), Failure> {
-    let kernel = kernel(cfg)?;
-    let links = kernel.link_names().await.map_err(Failure::runtime)?;
     let dir = state::run_dir().map_err(Failure::runtime)?;
-    let records = crate::altname::AltnameRecords::load(&dir);
-    let (ops, _) = crate::altname::diff(plan, &links, &records);
-    Ok((ops, links))
+    let records = state::AddressRecords::load(&dir);
+    let current = crate::reconcile::observe(&kernel, &records, &instance, cfg)
+        .await
+        .map_err(Failure::runtime)?;
+    Ok((crate::reconcile::assess(&instance, &current, cfg), current))
 }
 
 pub fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {

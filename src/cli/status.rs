@@ -7,12 +7,9 @@ use std::collections::BTreeSet;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::{
-    altname_changes, imds_client, load_config, observe, print_json, runtime, Cli, Failure,
-};
-use crate::netlink::LinkNames;
-use crate::plan::{EniStatus, Plan};
-use crate::reconcile::{diff, foreign_rules_ahead, Current, Op, Ownership};
+use super::{imds_client, load_config, observe, print_json, runtime, Cli, Failure};
+use crate::plan::EniStatus;
+use crate::reconcile::{foreign_rules_ahead, Assessment, Current, Op, Ownership};
 use crate::values::Rule;
 
 #[derive(Debug, clap::Args)]
@@ -56,7 +53,7 @@ struct Report {
 fn op_touches(op: &Op, dev: &str, table: Option<u32>) -> bool {
     match op {
         Op::SetLink { dev: d, .. } => d == dev,
-        Op::SetSysctl { key, .. } => key.contains(&format!(".{dev}.")),
+        Op::SetSysctl { key, .. } => key.to_string().contains(&format!(".{dev}.")),
         Op::AddAddress(a) | Op::DelAddress(a) => a.dev == dev,
         Op::AddRoute(r) | Op::ReplaceRoute(r) | Op::DelRoute(r) => r.dev == dev,
         Op::AddRule(r) | Op::DelRule(r) => Some(r.table) == table,
@@ -64,15 +61,9 @@ fn op_touches(op: &Op, dev: &str, table: Option<u32>) -> bool {
     }
 }
 
-fn report(
-    plan: &Plan,
-    current: &Current,
-    own: Ownership,
-    altname_ops: Vec<Op>,
-    names: &[LinkNames],
-) -> Report {
-    let mut changes = diff(plan, current, own);
-    changes.extend(altname_ops);
+fn report(assessment: &Assessment, current: &Current, own: Ownership) -> Report {
+    let plan = &assessment.plan;
+    let changes = &assessment.changes;
     let owned: BTreeSet<&Rule> = current.owned_rules(own.protocol).collect();
     let enis = plan
         .enis
@@ -95,7 +86,8 @@ fn report(
                 table: e.table,
                 status: e.status.to_string(),
                 addresses: e.addresses.clone(),
-                altnames: names
+                altnames: current
+                    .names
                     .iter()
                     .find(|l| Some(l.index) == e.index)
                     .map(|l| l.altnames.clone())
@@ -129,9 +121,8 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
     let cfg = load_config(cli)?;
     let client = imds_client(&cfg)?;
     runtime()?.block_on(async {
-        let (plan, current) = observe(&cfg, &client).await?;
-        let (altname_ops, names) = altname_changes(&cfg, &plan).await?;
-        let r = report(&plan, &current, Ownership::from(&cfg), altname_ops, &names);
+        let (assessment, current) = observe(&cfg, &client).await?;
+        let r = report(&assessment, &current, Ownership::from(&cfg));
         if args.json {
             return print_json(&r);
         }

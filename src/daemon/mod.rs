@@ -21,9 +21,9 @@ use crate::agent::{self, Namespace, SetupError};
 use crate::config::{self, Config};
 use crate::imds::client::ImdsClient;
 use crate::imds::model::{EniState, Instance};
-use crate::netlink::events::{Event, EventSocket};
+use crate::netlink::events::Event;
 use crate::netlink::rt::RtNetlink;
-use crate::netlink::NetlinkError;
+use crate::netlink::{Kernel, NetlinkError};
 use crate::notify::Notifier;
 use crate::plan::EniStatus;
 use crate::values::Mac;
@@ -206,7 +206,7 @@ impl Daemon {
     }
 
     async fn run(&mut self) -> Result<(), Error> {
-        let mut events = open_events()?;
+        let mut events = open_events(&self.kernel)?;
         let sig = |kind: SignalKind, name: &'static str| {
             signal(kind).map_err(|source| Error::Signal { name, source })
         };
@@ -254,7 +254,7 @@ impl Daemon {
                             // since anything may have changed unseen.
                             tracing::warn!("netlink event socket: {e}; reopening it and re-reading everything");
                             tokio::time::sleep(Duration::from_millis(100)).await;
-                            match open_events() {
+                            match open_events(&self.kernel) {
                                 Ok(s) => events = s,
                                 Err(e) => tracing::error!("{}", crate::error_chain(&e)),
                             }
@@ -673,6 +673,6 @@ impl Daemon {
     }
 }
 
-fn open_events() -> Result<EventSocket, Error> {
-    EventSocket::open().map_err(Error::Events)
+fn open_events<K: Kernel>(kernel: &K) -> Result<K::Events, Error> {
+    kernel.events().map_err(Error::Events)
 }

@@ -1,11 +1,12 @@
 //! The kernel edge: reads links, addresses, routes and rules, and writes
 //! them, in the values of [`crate::values`]. Nothing above this module sees
-//! a netlink message.
+//! a netlink message. [`Kernel`] is the whole host as the agent sees it.
 
 use std::fmt;
 
 use ipnet::IpNet;
 
+use crate::sysctl::{Sysctl, SysctlError};
 use crate::values::{Address, KernelRoute, KernelRule, Link, Route, Rule};
 
 pub mod altname;
@@ -26,8 +27,12 @@ pub struct LinkChange {
     pub mtu: Option<u32>,
 }
 
-/// What the reconciler needs from the kernel. The real implementation speaks
-/// rtnetlink; tests of the diff use an in-memory one.
+/// The machine, as the reconciler and the daemon see it: links, addresses,
+/// routes and rules (read and written), kernel events, whether udev has
+/// finished with a link, and per-interface sysctls. Everything they learn
+/// about the host comes through here, so a test can hand them an in-memory
+/// host and never read the machine's `/run/udev` or `/proc/sys`.
+/// [`RtNetlink`] is the real one.
 #[allow(async_fn_in_trait)]
 pub trait Kernel {
     /// Every link with its addresses; `LinkAddress::owned` set where the
@@ -49,6 +54,29 @@ pub trait Kernel {
     async fn link_names(&self) -> Result<Vec<LinkNames>, NetlinkError>;
     /// `ip link property add|del dev <index> altname <name>`.
     async fn set_altname(&self, index: u32, name: &str, add: bool) -> Result<(), NetlinkError>;
+
+    /// Whether udev is done with link `index` (it may still rename a link
+    /// it has not initialised), or does not manage this namespace's links.
+    fn udev_initialised(&self, index: u32) -> bool;
+    fn read_sysctl(&self, key: &Sysctl) -> Result<String, SysctlError>;
+    fn write_sysctl(&self, key: &Sysctl, value: &str) -> Result<(), SysctlError>;
+
+    /// Notifications of changes to links, addresses, routes and rules.
+    type Events: EventSource;
+    fn events(&self) -> Result<Self::Events, NetlinkError>;
+}
+
+/// A stream of kernel change notifications.
+#[allow(async_fn_in_trait)]
+pub trait EventSource {
+    /// The next notification; cancel-safe.
+    async fn next(&mut self) -> Result<Event, NetlinkError>;
+}
+
+impl EventSource for EventSocket {
+    async fn next(&mut self) -> Result<Event, NetlinkError> {
+        EventSocket::next(self).await
+    }
 }
 
 /// A failed netlink call: which call, on what, and the kernel's answer.

@@ -15,7 +15,8 @@ use rtnetlink::Handle;
 use crate::netlink::altname;
 use crate::netlink::msg::{self, RouteOp};
 use crate::netlink::request::{self, ack, dump};
-use crate::netlink::{Kernel, LinkChange, LinkNames, NetlinkError};
+use crate::netlink::{EventSocket, Kernel, LinkChange, LinkNames, NetlinkError};
+use crate::sysctl::{Sysctl, SysctlError};
 use crate::values::{Address, KernelRoute, KernelRule, Link, Route, Rule};
 
 /// The kernel's routing state, read and written over one rtnetlink socket.
@@ -282,5 +283,23 @@ impl Kernel for RtNetlink {
             flags,
         )
         .await
+    }
+
+    fn udev_initialised(&self, index: u32) -> bool {
+        crate::udev::initialised(index)
+    }
+
+    fn read_sysctl(&self, key: &Sysctl) -> Result<String, SysctlError> {
+        crate::sysctl::read(key)
+    }
+
+    fn write_sysctl(&self, key: &Sysctl, value: &str) -> Result<(), SysctlError> {
+        crate::sysctl::write(key, value)
+    }
+
+    type Events = EventSocket;
+
+    fn events(&self) -> Result<EventSocket, NetlinkError> {
+        EventSocket::open()
     }
 }
