@@ -744,3 +744,47 @@ fn packaged_unit_passes_systemd_analyze_verify_with_its_binary_and_man_page() {
     let out = text(&o);
     assert!(o.status.success() && out.trim().is_empty(), "{out}");
 }
+
+// --- cloud-init --------------------------------------------------------------
+
+#[test]
+fn cloud_init_user_data_writes_a_configuration_the_agent_accepts() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/cloud-init");
+    let user_data = std::fs::read_to_string(dir.join("user-data.yaml")).unwrap();
+    assert!(user_data.starts_with("#cloud-config\n"));
+    // The `content: |` block of the write_files entry for config.toml: the
+    // lines indented deeper than `content:` itself.
+    let mut lines = user_data.lines();
+    lines
+        .by_ref()
+        .find(|l| l.trim() == "- path: /etc/eniroute/config.toml")
+        .expect("user-data writes /etc/eniroute/config.toml");
+    let content = lines
+        .by_ref()
+        .find(|l| l.trim() == "content: |")
+        .expect("a content block");
+    let indent = content.len() - content.trim_start().len() + 2;
+    let config: String = lines
+        .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() >= indent)
+        .map(|l| format!("{}\n", l.get(indent..).unwrap_or("")))
+        .collect();
+    assert!(config.contains("[[eni]]"), "{config}");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cloud-init-config.toml");
+    std::fs::write(&path, &config).unwrap();
+    let o = Command::new(AGENT)
+        .arg("--config")
+        .arg(&path)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{config}\n{}", text(&o));
+    for step in [
+        "systemctl enable --now eniroute.service",
+        "apt-get install",
+        "dnf install",
+    ] {
+        assert!(user_data.contains(step), "user-data lacks {step}");
+    }
+    let bake = std::fs::read_to_string(dir.join("ami-bake.sh")).unwrap();
+    assert!(bake.contains("apply_full_imds_network_config: false"));
+}
