@@ -5,6 +5,8 @@
 //! shipped. Needs root and iproute2.
 
 pub mod agent;
+pub mod dhcp;
+pub mod guest;
 pub mod imds_tree;
 pub mod netns;
 pub mod probe;

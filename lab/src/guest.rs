@@ -1,0 +1,518 @@
+//! A real Debian 12 system, booted with systemd as PID 1 by systemd-nspawn
+//! inside a lab instance namespace: what the real-system test installs the
+//! packages in. Its root filesystem comes from Debian's packages
+//! (mmdebstrap) and is cached under the workspace's target directory; each
+//! boot runs on a copy of its own, so runs never see each other's changes.
+//!
+//! Everything here is started as a child process and ended by its pid; the
+//! guest's network is only ever the namespace it is given.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::netns::Netns;
+
+/// What the guest is built from. The cache is keyed by all of it, so a
+/// change here builds a new root filesystem.
+pub const SUITE: &str = "bookworm";
+pub const VARIANT: &str = "minbase";
+/// systemd-networkd is part of `systemd`; procps gives `ps` for diagnostics.
+pub const PACKAGES: &[&str] = &[
+    "systemd",
+    "systemd-sysv",
+    "iproute2",
+    "dbus",
+    "udev",
+    "procps",
+];
+
+/// The commands the real-system test needs on the host.
+pub const HOST_TOOLS: &[&str] = &[
+    "systemd-nspawn",
+    "mmdebstrap",
+    "dnsmasq",
+    "nsenter",
+    "dpkg-deb",
+    "strip",
+];
+
+/// Timers of a stock Debian image that would start downloads or disk scans
+/// during a test; masked in every guest.
+const QUIET_UNITS: &[&str] = &[
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "dpkg-db-backup.timer",
+    "e2scrub_all.timer",
+];
+
+/// The guest's PATH: the guest's own binaries, never the host's.
+const GUEST_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Whether `tool` is on the PATH.
+pub fn have(tool: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| {
+            fs::metadata(dir.join(tool)).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// Why a root filesystem could not be had.
+#[derive(Debug)]
+pub enum RootfsError {
+    /// Debian's mirrors could not be reached and nothing is cached: the
+    /// test cannot run here.
+    Offline(String),
+    Failed(io::Error),
+}
+
+impl From<io::Error> for RootfsError {
+    fn from(e: io::Error) -> Self {
+        RootfsError::Failed(e)
+    }
+}
+
+/// The cache directory's name for the current recipe.
+pub fn cache_key() -> String {
+    format!("rootfs-{SUITE}-{VARIANT}-{}", PACKAGES.join(","))
+}
+
+/// The cached root filesystem under `cache`, built first if it is missing.
+///
+/// It is built into a directory of its own and renamed into place once
+/// complete, so an interrupted build is never used and two concurrent
+/// builds cannot mix: the second rename fails and its copy is dropped.
+pub fn rootfs(cache: &Path) -> Result<PathBuf, RootfsError> {
+    let done = cache.join(cache_key());
+    if done.join("usr/lib/systemd/systemd").is_file() {
+        return Ok(done);
+    }
+    fs::create_dir_all(cache)?;
+    remove_stale(cache);
+    let tmp = cache.join(format!(".build-{}-{}", std::process::id(), next()));
+    let log = tmp.with_extension("log");
+    let _cleanup = RemoveOnDrop(vec![tmp.clone(), log.clone()]);
+    let logfile = fs::File::create(&log)?;
+    let status = Command::new("mmdebstrap")
+        .arg(format!("--variant={VARIANT}"))
+        .arg(format!("--include={}", PACKAGES.join(",")))
+        .arg(SUITE)
+        .arg(&tmp)
+        .stdin(Stdio::null())
+        .stdout(logfile.try_clone()?)
+        .stderr(logfile)
+        .status()
+        .map_err(|e| io::Error::new(e.kind(), format!("mmdebstrap: {e}")))?;
+    if !status.success() {
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(15).collect();
+        let tail = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+        if offline(&text) {
+            return Err(RootfsError::Offline(format!(
+                "mmdebstrap could not reach Debian's mirrors and no root filesystem is cached in {}:\n{tail}",
+                cache.display()
+            )));
+        }
+        return Err(RootfsError::Failed(io::Error::other(format!(
+            "mmdebstrap {SUITE} failed ({status}):\n{tail}"
+        ))));
+    }
+    match fs::rename(&tmp, &done) {
+        Ok(()) => {}
+        // Another run finished the same build first; its copy is as good.
+        Err(_) if done.join("usr/lib/systemd/systemd").is_file() => {}
+        Err(e) => {
+            return Err(RootfsError::Failed(io::Error::new(
+                e.kind(),
+                format!("rename {} to {}: {e}", tmp.display(), done.display()),
+            )))
+        }
+    }
+    Ok(done)
+}
+
+/// apt's words for a mirror it cannot reach.
+fn offline(log: &str) -> bool {
+    [
+        "Temporary failure resolving",
+        "Could not resolve",
+        "Could not connect",
+        "Network is unreachable",
+        "Connection timed out",
+        "Failed to fetch",
+    ]
+    .iter()
+    .any(|m| log.contains(m))
+}
+
+/// Removes builds and copies left by runs that died without cleaning up,
+/// and root filesystems of older recipes. A directory whose process is
+/// alive is never touched.
+fn remove_stale(cache: &Path) {
+    let Ok(entries) = fs::read_dir(cache) else {
+        return;
+    };
+    let current = cache_key();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let stale = if let Some(rest) = name
+            .strip_prefix(".build-")
+            .or_else(|| name.strip_prefix("run-"))
+        {
+            let pid = rest.split(['-', '.']).next().unwrap_or("");
+            !pid.is_empty() && !Path::new("/proc").join(pid).exists()
+        } else {
+            name.starts_with("rootfs-") && name != current
+        };
+        if stale {
+            let path = entry.path();
+            let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
+        }
+    }
+}
+
+fn next() -> u32 {
+    COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Paths deleted (recursively) when dropped, also during a panic unwind.
+pub struct RemoveOnDrop(pub Vec<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = fs::remove_dir_all(p).or_else(|_| fs::remove_file(p));
+        }
+    }
+}
+
+/// A directory of one test run under the cache, `run-<pid>-<n>`, removed
+/// when dropped (and by the next run if this process dies first).
+pub struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    pub fn create(cache: &Path) -> io::Result<RunDir> {
+        fs::create_dir_all(cache)?;
+        remove_stale(cache);
+        let path = cache.join(format!("run-{}-{}", std::process::id(), next()));
+        fs::create_dir(&path)
+            .map_err(|e| io::Error::new(e.kind(), format!("mkdir {}: {e}", path.display())))?;
+        Ok(RunDir { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Copies the cached root filesystem to `dir` and makes it the guest the
+/// test describes: hostname, no DNS, the quiet units masked, systemd-networkd
+/// enabled, and `network` (a systemd-networkd `.network` file) as
+/// `/etc/systemd/network/80-ec2.network`.
+pub fn prepare(cached: &Path, dir: &Path, network: &str) -> io::Result<()> {
+    let mut cp = Command::new("cp");
+    cp.args(["-a", "--reflink=auto"]).arg(cached).arg(dir);
+    super::netns::run(cp)?;
+    fs::write(dir.join("etc/hostname"), "eniroute-guest\n")?;
+    // The build leaves the host's resolver in; the guest has no DNS.
+    let resolv = dir.join("etc/resolv.conf");
+    let _ = fs::remove_file(&resolv);
+    fs::write(&resolv, "")?;
+    let netdir = dir.join("etc/systemd/network");
+    fs::create_dir_all(&netdir)?;
+    fs::write(netdir.join("80-ec2.network"), network)?;
+    chroot_systemctl(dir, &["enable", "systemd-networkd.service"])?;
+    let mut mask = vec!["mask"];
+    mask.extend(QUIET_UNITS);
+    chroot_systemctl(dir, &mask)?;
+    Ok(())
+}
+
+fn chroot_systemctl(dir: &Path, args: &[&str]) -> io::Result<()> {
+    let mut cmd = Command::new("chroot");
+    cmd.arg(dir)
+        .arg("systemctl")
+        .args(args)
+        .env_clear()
+        .env("PATH", GUEST_PATH);
+    super::netns::run(cmd).map(|_| ())
+}
+
+/// A booted guest: `systemd-nspawn --boot` in a network namespace. Shut down
+/// (and, failing that, killed by pid) when dropped.
+pub struct Guest {
+    nspawn: Option<Child>,
+    /// The guest's PID 1, as the host sees it.
+    init: u32,
+    log: PathBuf,
+}
+
+impl Guest {
+    /// Boots `root` with systemd as PID 1 in `ns`, the console going to
+    /// `log`, and waits until the guest has finished booting.
+    pub fn boot(
+        root: &Path,
+        ns: &Netns,
+        machine: &str,
+        log: &Path,
+        timeout: Duration,
+    ) -> io::Result<Guest> {
+        let file = fs::File::create(log)?;
+        let nspawn = Command::new("systemd-nspawn")
+            .arg("--boot")
+            .arg("--register=no")
+            .arg("--keep-unit")
+            // Not granted by default; systemd-networkd and eniroute need it,
+            // and the namespace is the test's own.
+            .arg("--capability=CAP_NET_ADMIN")
+            .arg(format!("--network-namespace-path={}", ns.path().display()))
+            .arg(format!("--machine={machine}"))
+            // Leave the host's journal, resolver and clock settings alone.
+            .arg("--link-journal=no")
+            .arg("--resolv-conf=off")
+            .arg("--timezone=off")
+            .arg("--console=read-only")
+            .arg("-D")
+            .arg(root)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("systemd-nspawn: {e}")))?;
+        let nspawn_pid = nspawn.id();
+        let mut guest = Guest {
+            nspawn: Some(nspawn),
+            init: 0,
+            log: log.to_path_buf(),
+        };
+        let deadline = Instant::now() + timeout;
+        guest.init = loop {
+            // Until it has exec'd systemd, its mounts are not the guest's yet.
+            if let Some(pid) = child_in_other_pidns(nspawn_pid) {
+                let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                if comm.trim() == "systemd" {
+                    break pid;
+                }
+            }
+            if guest.exited() || Instant::now() > deadline {
+                return Err(io::Error::other(format!(
+                    "systemd-nspawn started no guest:\n{}",
+                    guest.log()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Until PID 1 listens on its socket, systemctl fails; retry.
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let out = guest.run_timeout(&["systemctl", "is-system-running", "--wait"], left)?;
+            let state = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if state == "running" || state == "degraded" {
+                return Ok(guest);
+            }
+            if guest.exited() || Instant::now() > deadline {
+                return Err(io::Error::other(format!(
+                    "guest did not finish booting within {timeout:?} (state {state:?}):\n{}",
+                    guest.log()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The guest's PID 1 as the host sees it (`nsenter -t`).
+    pub fn pid(&self) -> u32 {
+        self.init
+    }
+
+    /// The console and systemd-nspawn's own messages so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn exited(&mut self) -> bool {
+        !matches!(self.nspawn.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    fn command<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg("-t")
+            .arg(self.init.to_string())
+            .arg("-a")
+            .arg("--")
+            .args(args)
+            .env_clear()
+            .env("PATH", GUEST_PATH)
+            .env("LANG", "C")
+            .env("SYSTEMD_PAGER", "")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs a command inside the guest (all its namespaces, its root) and
+    /// returns its output whatever its exit status.
+    pub fn run<S: AsRef<OsStr>>(&self, args: &[S]) -> io::Result<Output> {
+        self.run_timeout(args, Duration::from_secs(120))
+    }
+
+    /// As [`Self::run`], killing the command (by pid) after `timeout`.
+    pub fn run_timeout<S: AsRef<OsStr>>(
+        &self,
+        args: &[S],
+        timeout: Duration,
+    ) -> io::Result<Output> {
+        let mut cmd = self.command(args);
+        let describe = || {
+            args.iter()
+                .map(|a| a.as_ref().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("nsenter {}: {e}", describe())))?;
+        wait_output(child, timeout)
+            .map_err(|e| io::Error::new(e.kind(), format!("in the guest: {}: {e}", describe())))
+    }
+
+    /// Runs a shell script inside the guest; its output whatever its status.
+    pub fn sh(&self, script: &str) -> io::Result<Output> {
+        self.run(&["sh", "-c", script])
+    }
+
+    /// Powers the guest off (SIGTERM to systemd-nspawn makes it halt the
+    /// guest cleanly), then kills what is left by pid.
+    pub fn shutdown(&mut self) -> io::Result<()> {
+        let Some(mut nspawn) = self.nspawn.take() else {
+            return Ok(());
+        };
+        let _ = kill(Pid::from_raw(nspawn.id() as i32), Signal::SIGTERM);
+        if wait_exit(&mut nspawn, Duration::from_secs(20))? {
+            return Ok(());
+        }
+        // Killing PID 1 of the guest's pid namespace ends every process in it.
+        if self.init != 0 {
+            let _ = kill(Pid::from_raw(self.init as i32), Signal::SIGKILL);
+        }
+        if wait_exit(&mut nspawn, Duration::from_secs(10))? {
+            return Ok(());
+        }
+        let _ = nspawn.kill();
+        nspawn.wait()?;
+        Ok(())
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> io::Result<bool> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if child.try_wait()?.is_some() {
+            return Ok(true);
+        }
+        if Instant::now() > deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Collects a child's output, killing it after `timeout`.
+fn wait_output(mut child: Child, timeout: Duration) -> io::Result<Output> {
+    use std::io::Read as _;
+    // Readers on threads, so a chatty command cannot block on a full pipe
+    // while this thread waits for it.
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let out = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(s) = stdout.as_mut() {
+            let _ = s.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let err = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(s) = stderr.as_mut() {
+            let _ = s.read_to_end(&mut buf);
+        }
+        buf
+    });
+    let status = if wait_exit(&mut child, timeout)? {
+        child.wait()?
+    } else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("still running after {timeout:?}"),
+        ));
+    };
+    Ok(Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
+}
+
+/// The child of `parent` that lives in another pid namespace: the guest's
+/// PID 1 (systemd-nspawn forks it through an intermediate process that exits).
+fn child_in_other_pidns(parent: u32) -> Option<u32> {
+    let own = fs::metadata("/proc/self/ns/pid").ok()?.ino();
+    for entry in fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The command name may hold spaces and parentheses; fields resume
+        // after the last ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let ppid = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid != Some(parent) {
+            continue;
+        }
+        let ns = fs::metadata(format!("/proc/{pid}/ns/pid")).map(|m| m.ino());
+        if ns.is_ok_and(|ino| ino != own) {
+            return Some(pid);
+        }
+    }
+    None
+}

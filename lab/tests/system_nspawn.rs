@@ -1,0 +1,698 @@
+//! The packaged agent on a real system: a Debian 12 root filesystem built
+//! from Debian's packages, booted with systemd as PID 1 (systemd-nspawn) in
+//! an instance namespace of a simulated VPC, the freshly built .deb
+//! installed with dpkg. The VPC router serves metadata and DHCP (dnsmasq),
+//! and systemd-networkd in the guest runs DHCP on every ENI as Amazon Linux
+//! 2023's default configuration does. Every check is what a user sees: TCP
+//! from the admin host, `ip route get … from …` in the guest, what systemd
+//! reports, what dpkg leaves on disk.
+//!
+//! One boot runs all the checks in sequence, as an administrator's session
+//! would: install, networkd restart, DHCP renew, hotplug, an IP move, stop,
+//! a networkd reconfigure, upgrade, remove, purge.
+
+mod common;
+
+use std::io::Write as _;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::*;
+use eniroute::values::Mac;
+use eniroute_lab::agent::wait_for;
+use eniroute_lab::dhcp::DhcpServer;
+use eniroute_lab::guest::{self, Guest, RootfsError, RunDir};
+use eniroute_lab::imds_tree::instance_tree;
+use eniroute_lab::world::{self, EniPlan, LabInstance};
+use eniroute_lab::{Client, TcpServer, Vpc};
+
+/// What AL2023's 80-ec2.network does (DHCP on every ENI, which it matches
+/// by the ena/ixgbevf/vif drivers), for the lab's veth ENIs.
+const EC2_NETWORK: &str = "\
+# As Amazon Linux 2023's 80-ec2.network: DHCP on every ENI.
+[Match]
+Driver=veth
+
+[Network]
+DHCP=yes
+
+[DHCPv4]
+UseHostname=no
+";
+
+/// An administrator's edit of the packaged configuration: kept by every
+/// upgrade, and it makes the daemon notice a moved IP within a second.
+const ADMIN_EDIT: &str =
+    "\n# administrator: fast polling on this HA pair\n[metadata]\nvolatile_refresh_secs = 1\n";
+
+/// Convergence is not timed here; it only must not hang.
+const CONVERGE: Duration = Duration::from_secs(30);
+const PROBE: Duration = Duration::from_millis(500);
+const PORT: u16 = 22;
+
+/// Says on stderr why the test cannot run here and returns; in CI, where it
+/// must run, fails instead.
+fn cannot_run(why: &str) {
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false") {
+        panic!("the real-system test must run in CI, but {why}");
+    }
+    // Straight to stderr: the test harness hides what eprintln! prints in a
+    // passing test, and a skip must be seen.
+    let _ = writeln!(std::io::stderr(), "skipped: real-system test: {why}");
+}
+
+fn note(what: &str) {
+    let _ = writeln!(std::io::stderr(), "system_nspawn: {what}");
+}
+
+fn workspace() -> PathBuf {
+    let lab = Path::new(env!("CARGO_MANIFEST_DIR"));
+    lab.parent().unwrap_or(lab).to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => workspace().join(dir),
+        None => workspace().join("target"),
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The packages, built by packaging/build.sh from the `eniroute` binary
+/// this `cargo test` built (stripped first: a debug build is ten times the
+/// size, and compressing it would dominate the test's time).
+struct Packages {
+    deb: PathBuf,
+    rpm: Option<PathBuf>,
+    version: String,
+}
+
+fn build_packages(dir: &Path) -> Packages {
+    let bin = eniroute_lab::agent::binary().expect("the eniroute binary");
+    std::fs::create_dir_all(dir).expect("mkdir packages");
+    let stripped = dir.join("eniroute");
+    let o = Command::new("strip")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(&bin)
+        .output()
+        .expect("run strip");
+    assert!(o.status.success(), "strip {}: {}", bin.display(), text(&o));
+    let o = Command::new("bash")
+        .arg(workspace().join("packaging/build.sh"))
+        .arg("--bin")
+        .arg(&stripped)
+        .arg("--out")
+        .arg(dir)
+        // The test needs the package's contents, not release compression
+        // (xz takes half a minute for the agent on a busy machine).
+        .env("DPKG_DEB_COMPRESSOR_TYPE", "gzip")
+        .env("DPKG_DEB_COMPRESSOR_LEVEL", "1")
+        .output()
+        .expect("run packaging/build.sh");
+    assert!(o.status.success(), "packaging/build.sh: {}", text(&o));
+    let _ = std::fs::remove_file(&stripped);
+    let find = |ext: &str| {
+        std::fs::read_dir(dir)
+            .expect("read packages dir")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|e| e == ext))
+    };
+    let deb = find("deb").unwrap_or_else(|| panic!("build.sh made no .deb: {}", text(&o)));
+    let o = Command::new("dpkg-deb")
+        .args(["-f"])
+        .arg(&deb)
+        .arg("Version")
+        .output()
+        .expect("dpkg-deb -f");
+    let version = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    Packages {
+        deb,
+        rpm: find("rpm"),
+        version,
+    }
+}
+
+/// The simulated VPC and the booted guest. Fields drop in order: the guest
+/// is shut down before the DHCP server, the metadata service and the
+/// namespaces go.
+struct System {
+    guest: Guest,
+    _ssh: TcpServer,
+    dhcp: DhcpServer,
+    inst: LabInstance,
+    admin: Client,
+    vpc: Vpc,
+}
+
+impl System {
+    /// Runs a shell script in the guest; panics with its output and the
+    /// system's state when it fails.
+    fn sh(&self, script: &str) -> String {
+        let o = self
+            .guest
+            .sh(script)
+            .unwrap_or_else(|e| self.fail(&format!("{script}: {e}")));
+        if !o.status.success() {
+            self.fail(&format!("{script}: {}", text(&o)));
+        }
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// A script's stdout whatever its exit status.
+    fn sh_any(&self, script: &str) -> String {
+        self.guest
+            .sh(script)
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// `systemctl show` of the unit, as KEY=VALUE lines.
+    fn unit(&self) -> String {
+        self.sh_any(
+            "systemctl show -p LoadState,ActiveState,SubState,StatusText,UnitFileState eniroute.service",
+        )
+    }
+
+    fn unit_prop(&self, key: &str) -> String {
+        self.unit()
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_owned))
+            .unwrap_or_default()
+    }
+
+    /// Everything that explains a failure: the unit, the guest's routing,
+    /// the journals of eniroute and networkd, the DHCP server's log.
+    fn diag(&self) -> String {
+        let guest = self.sh_any(
+            "systemctl --no-pager status eniroute.service 2>&1 | head -n 5; \
+             ip rule; ip -br addr; ip route show table all | grep -v -e '^local' -e '^broadcast' -e '^multicast' -e fe80 -e ff00; \
+             journalctl --no-pager -n 60 -u eniroute.service; journalctl --no-pager -n 30 -u systemd-networkd.service",
+        );
+        let dhcp = self.dhcp.log();
+        let dhcp: Vec<&str> = dhcp.lines().rev().take(15).collect();
+        format!(
+            "--- guest ---\n{guest}\n--- dnsmasq (last lines) ---\n{}",
+            dhcp.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
+    }
+
+    fn fail(&self, what: &str) -> ! {
+        panic!("{what}\n{}", self.diag())
+    }
+
+    /// The admin host connects to `ip`: the answer must come back, and the
+    /// server must have seen the admin's own address (nothing rewrote it).
+    fn reaches(&self, ip: &str) -> Result<String, String> {
+        let seen = reaches(&self.admin, ip, PORT, PROBE)?;
+        if seen.starts_with(&format!("{}:", self.admin.addr())) {
+            Ok(seen)
+        } else {
+            Err(format!("{ip} answered, but saw {seen:?}"))
+        }
+    }
+
+    fn until_reached(&self, ip: &str, why: &str) -> Duration {
+        wait_for(CONVERGE, || self.reaches(ip).is_ok()).unwrap_or_else(|| {
+            let last = self.reaches(ip).err().unwrap_or_default();
+            self.fail(&format!(
+                "{why}: the admin host never reached {ip}:{PORT} ({last})"
+            ))
+        })
+    }
+
+    fn assert_reached(&self, ips: &[&str], why: &str) {
+        for ip in ips {
+            if let Err(e) = self.reaches(ip) {
+                self.fail(&format!(
+                    "{why}: the admin host cannot reach {ip}:{PORT}: {e}"
+                ));
+            }
+        }
+    }
+
+    /// The interface the guest's kernel sends a reply from `from` to the
+    /// admin host through (`ip route get ADMIN from FROM` in the guest).
+    fn reply_dev(&self, from: &str) -> String {
+        let out = self.sh(&format!("ip route get {} from {from}", self.admin.addr()));
+        let mut words = out.split_whitespace();
+        while let Some(w) = words.next() {
+            if w == "dev" {
+                return words.next().unwrap_or_default().to_string();
+            }
+        }
+        self.fail(&format!("no device in `ip route get`: {out}"))
+    }
+
+    fn assert_replies_leave(&self, from: &str, dev: &str, why: &str) {
+        let got = self.reply_dev(from);
+        if got != dev {
+            self.fail(&format!(
+                "{why}: replies from {from} leave through {got}, not {dev}"
+            ));
+        }
+    }
+
+    fn rules(&self) -> String {
+        self.sh("ip rule")
+    }
+
+    fn has_rule_from(&self, ip: &str) -> bool {
+        self.rules()
+            .lines()
+            .any(|l| l.contains(&format!("from {ip} lookup")))
+    }
+
+    fn addr_on(&self, dev: &str, ip: &str) -> bool {
+        self.sh_any(&format!("ip -4 -o addr show dev {dev}"))
+            .contains(&format!("inet {ip}/"))
+    }
+
+    fn until(&self, what: &str, mut check: impl FnMut() -> bool) -> Duration {
+        wait_for(CONVERGE, &mut check).unwrap_or_else(|| self.fail(&format!("{what}: timed out")))
+    }
+
+    fn until_active(&self, why: &str) {
+        self.until(&format!("{why}: eniroute.service active"), || {
+            self.unit_prop("ActiveState") == "active"
+        });
+    }
+
+    /// Waits for one more DHCPACK of `addr` than `before`.
+    fn until_acked(&self, addr: Ipv4Addr, before: usize, why: &str) {
+        self.until(&format!("{why}: DHCPACK for {addr}"), || {
+            self.dhcp.acks(addr) > before
+        });
+    }
+
+    /// The management ENI's routing as it was after install: rules, the
+    /// secondary address, replies leaving eth1, TCP from the admin host.
+    fn assert_eth1_intact(&self, why: &str) {
+        for ip in ["10.0.2.20", "10.0.2.21"] {
+            if !self.has_rule_from(ip) {
+                self.fail(&format!("{why}: the rule from {ip} is gone"));
+            }
+            self.assert_replies_leave(ip, "eth1", why);
+        }
+        if !self.addr_on("eth1", "10.0.2.21") {
+            self.fail(&format!("{why}: the secondary address 10.0.2.21 left eth1"));
+        }
+        self.assert_reached(&["10.0.2.20", "10.0.2.21", "10.0.1.10"], why);
+    }
+
+    fn config(&self) -> String {
+        self.sh_any("cat /etc/eniroute/config.toml")
+    }
+}
+
+fn plan(name: &str, device: u32, subnet: &str, ips: &[&str]) -> EniPlan {
+    EniPlan::new(name, device, subnet, ips).expect("ENI plan")
+}
+
+/// Builds the VPC, boots the guest in its instance and starts the admin
+/// host's view: eth0 (10.0.1.10) and eth1 (10.0.2.20, secondary 10.0.2.21)
+/// attached before boot; DHCP knows their primaries.
+fn boot(root: &Path, run: &Path) -> System {
+    let vpc = Vpc::new().expect("router namespace");
+    let ns = vpc.instance("guest").expect("instance namespace");
+    let (sim, endpoint) = world::metadata_endpoint(&vpc, 80).expect("metadata endpoint");
+    let id = 1;
+    let primary = Mac::new([0x0a, 0xe0, 0, id, 0, 0]);
+    sim.set_tree(instance_tree("i-0guest01", primary, &[]));
+    let mut inst = LabInstance {
+        ns,
+        enis: Vec::new(),
+        sim,
+        endpoint,
+        id,
+    };
+    let dhcp = DhcpServer::start(
+        vpc.router(),
+        &run.join("dhcp"),
+        &[
+            "10.0.1.0/24".parse().unwrap(),
+            "10.0.2.0/24".parse().unwrap(),
+        ],
+    )
+    .expect("start dnsmasq");
+    for p in [
+        plan("eth0", 0, "10.0.1.0/24", &["10.0.1.10"]),
+        plan("eth1", 1, "10.0.2.0/24", &["10.0.2.20", "10.0.2.21"]),
+    ] {
+        let eni = inst.attach(&vpc, &p, true).expect("attach ENI");
+        dhcp.add_host(eni.mac(), eni.primary()).expect("DHCP host");
+    }
+    assert_eq!(inst.eni("eth0").map(|e| e.mac()).ok(), Some(primary));
+    let admin = vpc
+        .client("admin", "10.9.0.5/24".parse().unwrap())
+        .expect("admin host");
+    let ssh = server(&inst.ns, PORT);
+    let guest = Guest::boot(
+        root,
+        &inst.ns,
+        &format!("er{}-guest", std::process::id()),
+        &run.join("console.log"),
+        Duration::from_secs(120),
+    )
+    .expect("boot the guest");
+    System {
+        guest,
+        _ssh: ssh,
+        dhcp,
+        inst,
+        admin,
+        vpc,
+    }
+}
+
+#[test]
+fn debian_guest_runs_the_package_under_systemd() {
+    if !need_root("debian_guest_runs_the_package_under_systemd") {
+        return;
+    }
+    let missing: Vec<&str> = guest::HOST_TOOLS
+        .iter()
+        .copied()
+        .filter(|t| !guest::have(t))
+        .collect();
+    if !missing.is_empty() {
+        return cannot_run(&format!("{} not installed", missing.join(", ")));
+    }
+    let started = Instant::now();
+    let cache = target_dir().join("nspawn");
+    let cached = match guest::rootfs(&cache) {
+        Ok(p) => p,
+        Err(RootfsError::Offline(why)) => return cannot_run(&why),
+        Err(RootfsError::Failed(e)) => panic!("Debian root filesystem: {e}"),
+    };
+    let t_rootfs = started.elapsed();
+    let run = RunDir::create(&cache).expect("run directory");
+
+    let t = Instant::now();
+    let pkgs = build_packages(&run.path().join("pkgs"));
+    let t_packages = t.elapsed();
+    if let Some(rpm) = &pkgs.rpm {
+        check_rpm(rpm);
+    }
+
+    let root = run.path().join("root");
+    guest::prepare(&cached, &root, EC2_NETWORK).expect("prepare the guest's root");
+    let in_guest = Path::new("/root").join(pkgs.deb.file_name().expect("deb name"));
+    std::fs::copy(&pkgs.deb, root.join(in_guest.strip_prefix("/").unwrap())).expect("copy .deb");
+    let deb = in_guest.display().to_string();
+
+    let t = Instant::now();
+    let mut sys = boot(&root, run.path());
+    let t_boot = t.elapsed();
+    let t = Instant::now();
+
+    // Before the package: DHCP gave both ENIs their primaries, and each a
+    // default route in main, as on Amazon Linux 2023.
+    sys.until("DHCP on eth0 and eth1", || {
+        sys.addr_on("eth0", "10.0.1.10") && sys.addr_on("eth1", "10.0.2.20")
+    });
+    let main = sys.sh("ip route show default");
+    assert!(
+        main.contains("dev eth0 proto dhcp") && main.contains("dev eth1 proto dhcp"),
+        "networkd's DHCP should give every ENI a default route:\n{main}"
+    );
+
+    // Install: enabled, started, and ready after its first reconcile.
+    let out = sys.sh(&format!("dpkg -i {deb} 2>&1"));
+    sys.until_active("after dpkg -i");
+    let unit = sys.unit();
+    for want in [
+        "ActiveState=active",
+        "SubState=running",
+        "UnitFileState=enabled",
+    ] {
+        if !unit.contains(want) {
+            sys.fail(&format!("after install, want {want}:\n{unit}\n{out}"));
+        }
+    }
+    if !sys.unit_prop("StatusText").contains("2 ENIs managed") {
+        sys.fail(&format!(
+            "StatusText should report the first reconcile:\n{unit}"
+        ));
+    }
+
+    // Replies from eth1's primary and secondary leave eth1; the admin host
+    // reaches every address.
+    sys.until_reached("10.0.2.21", "after install");
+    sys.assert_eth1_intact("after install");
+    sys.assert_replies_leave("10.0.1.10", "eth0", "after install");
+
+    // The administrator edits the configuration and reloads.
+    sys.sh(&format!(
+        "printf '{}' >> /etc/eniroute/config.toml",
+        ADMIN_EDIT.replace('\n', "\\n")
+    ));
+    sys.sh("eniroute check-config && systemctl reload eniroute.service");
+    sys.until_active("after reload");
+
+    // systemd-networkd restarts (and redoes DHCP): routing and the
+    // secondary address stay.
+    let acks = sys.dhcp.acks(Ipv4Addr::new(10, 0, 2, 20));
+    sys.sh("systemctl restart systemd-networkd.service");
+    sys.until_acked(Ipv4Addr::new(10, 0, 2, 20), acks, "networkd restart");
+    sys.assert_eth1_intact("after systemctl restart systemd-networkd");
+
+    // A DHCP renew on eth1 changes nothing either.
+    let acks = sys.dhcp.acks(Ipv4Addr::new(10, 0, 2, 20));
+    sys.sh("networkctl renew eth1");
+    sys.until_acked(Ipv4Addr::new(10, 0, 2, 20), acks, "networkctl renew eth1");
+    sys.assert_eth1_intact("after a DHCP renew");
+
+    // A third ENI, hot-plugged after boot into eth1's subnet: networkd
+    // gives it its primary by DHCP, eniroute its secondary and its rules.
+    let eth2_mac = Mac::new([0x0a, 0xe0, 0, 1, 0, 2]);
+    sys.dhcp
+        .add_host(eth2_mac, Ipv4Addr::new(10, 0, 2, 30))
+        .expect("DHCP host for eth2");
+    let eth2 = sys
+        .inst
+        .attach(
+            &sys.vpc,
+            &plan("eth2", 2, "10.0.2.0/24", &["10.0.2.30", "10.0.2.31"]),
+            true,
+        )
+        .expect("hot-plug eth2");
+    assert_eq!(eth2.mac(), eth2_mac, "the lab's MAC scheme changed");
+    sys.until_reached("10.0.2.31", "hot-plugged eth2");
+    sys.until_reached("10.0.2.30", "hot-plugged eth2's DHCP primary");
+    sys.assert_replies_leave("10.0.2.30", "eth2", "hot-plugged eth2");
+    sys.assert_replies_leave("10.0.2.31", "eth2", "hot-plugged eth2");
+    sys.until("StatusText names three ENIs", || {
+        sys.unit_prop("StatusText").contains("3 ENIs managed")
+    });
+
+    // An IP move: EC2 reassigns eth1's secondary 10.0.2.21 to eth2.
+    let eth1 = sys.inst.eni("eth1").expect("eth1").clone();
+    sys.vpc
+        .move_address(&eth1, &eth2, Ipv4Addr::new(10, 0, 2, 21))
+        .expect("move 10.0.2.21 in the VPC");
+    sys.inst
+        .set_ipv4s("eth1", vec![Ipv4Addr::new(10, 0, 2, 20)])
+        .expect("metadata eth1");
+    sys.inst
+        .set_ipv4s(
+            "eth2",
+            ["10.0.2.30", "10.0.2.31", "10.0.2.21"]
+                .iter()
+                .map(|a| a.parse().unwrap())
+                .collect(),
+        )
+        .expect("metadata eth2");
+    sys.until_reached("10.0.2.21", "10.0.2.21 moved to eth2");
+    sys.until("10.0.2.21 leaves eth1 for eth2", || {
+        sys.addr_on("eth2", "10.0.2.21") && !sys.addr_on("eth1", "10.0.2.21")
+    });
+    sys.assert_replies_leave("10.0.2.21", "eth2", "after the IP move");
+    let all = [
+        "10.0.1.10",
+        "10.0.2.20",
+        "10.0.2.21",
+        "10.0.2.30",
+        "10.0.2.31",
+    ];
+
+    // Stopping the unit leaves routing in place.
+    sys.sh("systemctl stop eniroute.service");
+    if sys.unit_prop("ActiveState") != "inactive" {
+        sys.fail("systemctl stop: the unit is still active");
+    }
+    sys.assert_reached(&all, "after systemctl stop eniroute");
+    sys.assert_replies_leave("10.0.2.20", "eth1", "after systemctl stop eniroute");
+
+    // The networkd drop-in: with the agent stopped, networkd reconfiguring
+    // eth1 (its DHCP address removed and acquired again) leaves eniroute's
+    // rules alone; without the drop-in it removes every one of them.
+    let acks = sys.dhcp.acks(Ipv4Addr::new(10, 0, 2, 20));
+    sys.sh("networkctl reconfigure eth1");
+    sys.until_acked(
+        Ipv4Addr::new(10, 0, 2, 20),
+        acks,
+        "networkctl reconfigure eth1",
+    );
+    sys.until("eth1 has its DHCP address again", || {
+        sys.addr_on("eth1", "10.0.2.20")
+    });
+    let rules = sys.rules();
+    for want in [
+        "suppress_ifgroup",
+        "from 10.0.2.20 lookup",
+        "from 10.0.2.30 lookup",
+    ] {
+        if !rules.contains(want) {
+            sys.fail(&format!(
+                "networkd reconfigure removed eniroute's rule {want:?} (is the drop-in installed?):\n{rules}"
+            ));
+        }
+    }
+    // The kernel dropped table 10001's routes with the address; the agent
+    // puts them back when started.
+    sys.sh("systemctl start eniroute.service");
+    sys.until_active("systemctl start");
+    sys.until_reached("10.0.2.20", "after systemctl start");
+    sys.assert_replies_leave("10.0.2.20", "eth1", "after systemctl start");
+
+    // Upgrade in place (the same package again): the edited configuration
+    // stays, and so does the administrator's disable.
+    sys.sh("systemctl disable eniroute.service");
+    sys.sh(&format!("dpkg -i {deb} 2>&1"));
+    sys.until_active("after reinstalling the package");
+    if !sys.config().contains(ADMIN_EDIT.trim()) {
+        sys.fail(&format!(
+            "reinstall lost the edited configuration:\n{}",
+            sys.config()
+        ));
+    }
+    sys.assert_reached(&all, "after reinstalling the package");
+
+    // Remove: the daemon stops, routing and the configuration stay.
+    let out = sys.sh("apt-get remove -y eniroute 2>&1");
+    if sys.unit_prop("ActiveState") == "active" {
+        sys.fail(&format!("apt-get remove left the daemon running:\n{out}"));
+    }
+    if sys
+        .sh_any("test -x /usr/bin/eniroute && echo present")
+        .contains("present")
+    {
+        sys.fail("apt-get remove left /usr/bin/eniroute");
+    }
+    sys.assert_reached(&all, "after apt-get remove eniroute");
+    sys.assert_replies_leave("10.0.2.20", "eth1", "after apt-get remove eniroute");
+    if !sys.config().contains(ADMIN_EDIT.trim()) {
+        sys.fail("apt-get remove should keep /etc/eniroute/config.toml");
+    }
+
+    // Purge: the configuration goes.
+    sys.sh("dpkg --purge eniroute 2>&1");
+    let left = sys.sh_any("ls -d /etc/eniroute 2>/dev/null");
+    if !left.trim().is_empty() {
+        sys.fail(&format!("dpkg --purge left {left}"));
+    }
+    sys.assert_reached(&all, "after dpkg --purge eniroute");
+    let t_checks = t.elapsed();
+
+    let t = Instant::now();
+    sys.guest.shutdown().expect("shut the guest down");
+    let t_shutdown = t.elapsed();
+    drop(sys);
+    note(&format!(
+        "{} {}: root filesystem {:.1} s, packages {:.1} s, boot {:.1} s, checks {:.1} s, \
+         shutdown {:.1} s, total {:.1} s",
+        pkgs.deb.file_name().unwrap_or_default().to_string_lossy(),
+        pkgs.version,
+        t_rootfs.as_secs_f64(),
+        t_packages.as_secs_f64(),
+        t_boot.as_secs_f64(),
+        t_checks.as_secs_f64(),
+        t_shutdown.as_secs_f64(),
+        started.elapsed().as_secs_f64(),
+    ));
+}
+
+/// The .rpm built from the same binary: its files, its configuration file,
+/// the glibc it needs, and scriptlets that manage the unit.
+fn check_rpm(rpm: &Path) {
+    if !guest::have("rpm") {
+        return note("rpm not installed: the .rpm is not checked");
+    }
+    let q = |args: &[&str]| {
+        let o = Command::new("rpm")
+            .arg("-qp")
+            .args(args)
+            .arg(rpm)
+            .output()
+            .expect("run rpm -qp");
+        assert!(o.status.success(), "rpm -qp {args:?}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let files = q(&["--list"]);
+    for f in [
+        "/usr/bin/eniroute",
+        "/usr/lib/systemd/system/eniroute.service",
+        "/etc/eniroute/config.toml",
+        "/usr/lib/systemd/networkd.conf.d/10-eniroute.conf",
+    ] {
+        assert!(
+            files.lines().any(|l| l == f),
+            "{f} missing from the .rpm:\n{files}"
+        );
+    }
+    let config = q(&["--configfiles"]);
+    assert!(
+        config.lines().any(|l| l == "/etc/eniroute/config.toml"),
+        "config.toml should be a %config file:\n{config}"
+    );
+    let requires = q(&["--requires"]);
+    assert!(
+        requires
+            .lines()
+            .any(|l| l.starts_with("libc.so.6(GLIBC_2.")),
+        "the .rpm should require the glibc version the binary needs:\n{requires}"
+    );
+    // Scriptlets by phase ("postinstall scriptlet (using /bin/sh):" heads each).
+    let scripts = q(&["--scripts"]);
+    let mut phases: Vec<(String, String)> = Vec::new();
+    for line in scripts.lines() {
+        if let Some((phase, _)) = line.split_once(" scriptlet") {
+            if !phase.contains(' ') {
+                phases.push((phase.to_string(), String::new()));
+                continue;
+            }
+        }
+        if let Some((_, body)) = phases.last_mut() {
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    let phase = |name: &str| {
+        phases
+            .iter()
+            .find(|(p, _)| p == name)
+            .map(|(_, b)| b.clone())
+            .unwrap_or_else(|| panic!("the .rpm has no {name} scriptlet:\n{scripts}"))
+    };
+    let post = phase("postinstall");
+    assert!(
+        post.contains("eniroute.service"),
+        "postinstall should set the unit up:\n{post}"
+    );
+    let preun = phase("preuninstall");
+    assert!(
+        preun.contains("eniroute.service") && (preun.contains("--now") || preun.contains("stop")),
+        "preuninstall should stop the unit on erase:\n{preun}"
+    );
+}
