@@ -88,59 +88,60 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// The packages, built by packaging/build.sh from the `eniroute` binary
-/// this `cargo test` built (stripped first: a debug build is ten times the
-/// size, and compressing it would dominate the test's time).
-struct Packages {
-    deb: PathBuf,
-    rpm: Option<PathBuf>,
+/// A .deb built by packaging/build.sh from the `eniroute` binary this
+/// `cargo test` built, and its version.
+struct Deb {
+    path: PathBuf,
     version: String,
 }
 
-fn build_packages(dir: &Path) -> Packages {
+impl Deb {
+    /// Where the guest sees it (copied into its /root).
+    fn in_guest(&self) -> String {
+        format!(
+            "/root/{}",
+            self.path.file_name().unwrap_or_default().to_string_lossy()
+        )
+    }
+}
+
+/// Builds the packages into `dir`, with package revision `revision` if
+/// given (a newer package of the same agent, for the upgrade).
+fn build_deb(dir: &Path, revision: Option<u32>) -> Deb {
     let bin = eniroute_lab::agent::binary().expect("the eniroute binary");
-    std::fs::create_dir_all(dir).expect("mkdir packages");
-    let stripped = dir.join("eniroute");
-    let o = Command::new("strip")
-        .arg("-o")
-        .arg(&stripped)
-        .arg(&bin)
-        .output()
-        .expect("run strip");
-    assert!(o.status.success(), "strip {}: {}", bin.display(), text(&o));
-    let o = Command::new("bash")
-        .arg(workspace().join("packaging/build.sh"))
+    let mut cmd = Command::new("bash");
+    cmd.arg(workspace().join("packaging/build.sh"))
         .arg("--bin")
-        .arg(&stripped)
+        .arg(&bin)
         .arg("--out")
         .arg(dir)
-        // The test needs the package's contents, not release compression
-        // (xz takes half a minute for the agent on a busy machine).
-        .env("DPKG_DEB_COMPRESSOR_TYPE", "gzip")
-        .env("DPKG_DEB_COMPRESSOR_LEVEL", "1")
-        .output()
-        .expect("run packaging/build.sh");
+        // The test needs the package's contents, not the best compression
+        // (xz at its default level takes half a minute here).
+        .env("DPKG_DEB_COMPRESSOR_LEVEL", "1");
+    // The man page generator `cargo test` built beside the agent, rather
+    // than a cargo build from inside the test.
+    let gen = bin.with_file_name("eniroute-gen");
+    if gen.is_file() {
+        cmd.arg("--gen").arg(gen);
+    }
+    if let Some(r) = revision {
+        cmd.arg("--revision").arg(r.to_string());
+    }
+    let o = cmd.output().expect("run packaging/build.sh");
     assert!(o.status.success(), "packaging/build.sh: {}", text(&o));
-    let _ = std::fs::remove_file(&stripped);
-    let find = |ext: &str| {
-        std::fs::read_dir(dir)
-            .expect("read packages dir")
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| p.extension().is_some_and(|e| e == ext))
-    };
-    let deb = find("deb").unwrap_or_else(|| panic!("build.sh made no .deb: {}", text(&o)));
+    let path = std::fs::read_dir(dir)
+        .expect("read packages dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .unwrap_or_else(|| panic!("build.sh made no .deb: {}", text(&o)));
     let o = Command::new("dpkg-deb")
-        .args(["-f"])
-        .arg(&deb)
+        .arg("-f")
+        .arg(&path)
         .arg("Version")
         .output()
         .expect("dpkg-deb -f");
     let version = String::from_utf8_lossy(&o.stdout).trim().to_string();
-    Packages {
-        deb,
-        rpm: find("rpm"),
-        version,
-    }
+    Deb { path, version }
 }
 
 /// The simulated VPC and the booted guest. Fields drop in order: the guest
@@ -180,7 +181,7 @@ impl System {
     /// `systemctl show` of the unit, as KEY=VALUE lines.
     fn unit(&self) -> String {
         self.sh_any(
-            "systemctl show -p LoadState,ActiveState,SubState,StatusText,UnitFileState eniroute.service",
+            "systemctl show -p LoadState,ActiveState,SubState,StatusText,UnitFileState,MainPID eniroute.service",
         )
     }
 
@@ -399,17 +400,21 @@ fn debian_guest_runs_the_package_under_systemd() {
     let run = RunDir::create(&cache).expect("run directory");
 
     let t = Instant::now();
-    let pkgs = build_packages(&run.path().join("pkgs"));
+    let first = build_deb(&run.path().join("pkgs"), None);
+    let revision: u32 = first
+        .version
+        .rsplit_once('-')
+        .and_then(|(_, r)| r.parse().ok())
+        .unwrap_or_else(|| panic!("no package revision in version {:?}", first.version));
+    let newer = build_deb(&run.path().join("pkgs-newer"), Some(revision + 1));
     let t_packages = t.elapsed();
-    if let Some(rpm) = &pkgs.rpm {
-        check_rpm(rpm);
-    }
 
     let root = run.path().join("root");
     guest::prepare(&cached, &root, EC2_NETWORK).expect("prepare the guest's root");
-    let in_guest = Path::new("/root").join(pkgs.deb.file_name().expect("deb name"));
-    std::fs::copy(&pkgs.deb, root.join(in_guest.strip_prefix("/").unwrap())).expect("copy .deb");
-    let deb = in_guest.display().to_string();
+    for d in [&first, &newer] {
+        std::fs::copy(&d.path, root.join(d.in_guest().trim_start_matches('/'))).expect("copy .deb");
+    }
+    let deb = first.in_guest();
 
     let t = Instant::now();
     let mut sys = boot(&root, run.path());
@@ -443,6 +448,28 @@ fn debian_guest_runs_the_package_under_systemd() {
     if !sys.unit_prop("StatusText").contains("2 ENIs managed") {
         sys.fail(&format!(
             "StatusText should report the first reconcile:\n{unit}"
+        ));
+    }
+    // The hardened unit: a user of its own, holding CAP_NET_ADMIN only.
+    let pid = sys.unit_prop("MainPID");
+    let status = sys.sh(&format!("cat /proc/{pid}/status"));
+    let field = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let uids = field("Uid:");
+    if uids.is_empty() || uids.iter().any(|u| u == "0") {
+        sys.fail(&format!(
+            "the daemon (pid {pid}) runs as root: Uid {uids:?}"
+        ));
+    }
+    // Bit 12 alone: CAP_NET_ADMIN.
+    if field("CapEff:") != ["0000000000001000"] {
+        sys.fail(&format!(
+            "the daemon should hold CAP_NET_ADMIN only:\n{status}"
         ));
     }
 
@@ -566,23 +593,60 @@ fn debian_guest_runs_the_package_under_systemd() {
     sys.until_reached("10.0.2.20", "after systemctl start");
     sys.assert_replies_leave("10.0.2.20", "eth1", "after systemctl start");
 
-    // Upgrade in place (the same package again): the edited configuration
-    // stays, and so does the administrator's disable.
+    // The administrator disables the unit; upgrades keep that, keep the
+    // edited configuration, and restart a running daemon on the new binary.
     sys.sh("systemctl disable eniroute.service");
-    sys.sh(&format!("dpkg -i {deb} 2>&1"));
-    sys.until_active("after reinstalling the package");
-    if !sys.config().contains(ADMIN_EDIT.trim()) {
+    for (what, deb) in [("reinstalling the package", &first), ("upgrading", &newer)] {
+        let pid = sys.unit_prop("MainPID");
+        sys.sh(&format!("dpkg -i {} 2>&1", deb.in_guest()));
+        sys.until_active(what);
+        let installed = sys.sh("dpkg-query -W -f '${Version}' eniroute");
+        if installed != deb.version {
+            sys.fail(&format!(
+                "{what}: dpkg reports {installed}, not {}",
+                deb.version
+            ));
+        }
+        if sys.unit_prop("UnitFileState") != "disabled" {
+            sys.fail(&format!(
+                "{what} undid the administrator's disable:\n{}",
+                sys.unit()
+            ));
+        }
+        if sys.unit_prop("MainPID") == pid {
+            sys.fail(&format!(
+                "{what} did not restart the running daemon (pid {pid})"
+            ));
+        }
+        if !sys.config().contains(ADMIN_EDIT.trim()) {
+            sys.fail(&format!(
+                "{what} lost the edited configuration:\n{}",
+                sys.config()
+            ));
+        }
+        sys.assert_reached(&all, what);
+    }
+    // A stopped daemon stays stopped across an upgrade.
+    sys.sh("systemctl stop eniroute.service");
+    sys.sh(&format!("dpkg -i {} 2>&1", newer.in_guest()));
+    if sys.unit_prop("ActiveState") != "inactive" {
         sys.fail(&format!(
-            "reinstall lost the edited configuration:\n{}",
-            sys.config()
+            "reinstalling started a stopped daemon:\n{}",
+            sys.unit()
         ));
     }
-    sys.assert_reached(&all, "after reinstalling the package");
+    sys.sh("systemctl start eniroute.service");
+    sys.until_active("systemctl start after the upgrade");
 
     // Remove: the daemon stops, routing and the configuration stay.
     let out = sys.sh("apt-get remove -y eniroute 2>&1");
     if sys.unit_prop("ActiveState") == "active" {
         sys.fail(&format!("apt-get remove left the daemon running:\n{out}"));
+    }
+    if !out.contains("rule flush protocol 233") {
+        sys.fail(&format!(
+            "apt-get remove should say how to clear the routing it leaves:\n{out}"
+        ));
     }
     if sys
         .sh_any("test -x /usr/bin/eniroute && echo present")
@@ -596,9 +660,9 @@ fn debian_guest_runs_the_package_under_systemd() {
         sys.fail("apt-get remove should keep /etc/eniroute/config.toml");
     }
 
-    // Purge: the configuration goes.
+    // Purge: the configuration and the state go.
     sys.sh("dpkg --purge eniroute 2>&1");
-    let left = sys.sh_any("ls -d /etc/eniroute 2>/dev/null");
+    let left = sys.sh_any("ls -d /etc/eniroute /run/eniroute 2>/dev/null");
     if !left.trim().is_empty() {
         sys.fail(&format!("dpkg --purge left {left}"));
     }
@@ -610,10 +674,10 @@ fn debian_guest_runs_the_package_under_systemd() {
     let t_shutdown = t.elapsed();
     drop(sys);
     note(&format!(
-        "{} {}: root filesystem {:.1} s, packages {:.1} s, boot {:.1} s, checks {:.1} s, \
+        "{} and {}: root filesystem {:.1} s, packages {:.1} s, boot {:.1} s, checks {:.1} s, \
          shutdown {:.1} s, total {:.1} s",
-        pkgs.deb.file_name().unwrap_or_default().to_string_lossy(),
-        pkgs.version,
+        first.path.file_name().unwrap_or_default().to_string_lossy(),
+        newer.version,
         t_rootfs.as_secs_f64(),
         t_packages.as_secs_f64(),
         t_boot.as_secs_f64(),
@@ -621,78 +685,4 @@ fn debian_guest_runs_the_package_under_systemd() {
         t_shutdown.as_secs_f64(),
         started.elapsed().as_secs_f64(),
     ));
-}
-
-/// The .rpm built from the same binary: its files, its configuration file,
-/// the glibc it needs, and scriptlets that manage the unit.
-fn check_rpm(rpm: &Path) {
-    if !guest::have("rpm") {
-        return note("rpm not installed: the .rpm is not checked");
-    }
-    let q = |args: &[&str]| {
-        let o = Command::new("rpm")
-            .arg("-qp")
-            .args(args)
-            .arg(rpm)
-            .output()
-            .expect("run rpm -qp");
-        assert!(o.status.success(), "rpm -qp {args:?}: {}", text(&o));
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
-    let files = q(&["--list"]);
-    for f in [
-        "/usr/bin/eniroute",
-        "/usr/lib/systemd/system/eniroute.service",
-        "/etc/eniroute/config.toml",
-        "/usr/lib/systemd/networkd.conf.d/10-eniroute.conf",
-    ] {
-        assert!(
-            files.lines().any(|l| l == f),
-            "{f} missing from the .rpm:\n{files}"
-        );
-    }
-    let config = q(&["--configfiles"]);
-    assert!(
-        config.lines().any(|l| l == "/etc/eniroute/config.toml"),
-        "config.toml should be a %config file:\n{config}"
-    );
-    let requires = q(&["--requires"]);
-    assert!(
-        requires
-            .lines()
-            .any(|l| l.starts_with("libc.so.6(GLIBC_2.")),
-        "the .rpm should require the glibc version the binary needs:\n{requires}"
-    );
-    // Scriptlets by phase ("postinstall scriptlet (using /bin/sh):" heads each).
-    let scripts = q(&["--scripts"]);
-    let mut phases: Vec<(String, String)> = Vec::new();
-    for line in scripts.lines() {
-        if let Some((phase, _)) = line.split_once(" scriptlet") {
-            if !phase.contains(' ') {
-                phases.push((phase.to_string(), String::new()));
-                continue;
-            }
-        }
-        if let Some((_, body)) = phases.last_mut() {
-            body.push_str(line);
-            body.push('\n');
-        }
-    }
-    let phase = |name: &str| {
-        phases
-            .iter()
-            .find(|(p, _)| p == name)
-            .map(|(_, b)| b.clone())
-            .unwrap_or_else(|| panic!("the .rpm has no {name} scriptlet:\n{scripts}"))
-    };
-    let post = phase("postinstall");
-    assert!(
-        post.contains("eniroute.service"),
-        "postinstall should set the unit up:\n{post}"
-    );
-    let preun = phase("preuninstall");
-    assert!(
-        preun.contains("eniroute.service") && (preun.contains("--now") || preun.contains("stop")),
-        "preuninstall should stop the unit on erase:\n{preun}"
-    );
 }
