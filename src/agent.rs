@@ -50,7 +50,7 @@ impl std::error::Error for SetupError {
 /// fallback no longer applies.
 pub fn override_endpoint(cfg: &mut Config, endpoint: Option<&str>) {
     if let Some(url) = endpoint {
-        cfg.metadata.endpoint = url.to_string();
+        cfg.metadata.endpoint = Some(url.to_string());
         cfg.metadata.use_ipv6 = false;
     }
 }

@@ -38,7 +38,10 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetadataConfig {
-    pub endpoint: String,
+    /// Unset: `http://169.254.169.254`, and `ipv6_endpoint` where that one
+    /// is unreachable. Set: this endpoint and no other.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
     pub ipv6_endpoint: String,
     /// Use `ipv6_endpoint` instead of `endpoint`.
     pub use_ipv6: bool,
@@ -51,8 +54,8 @@ pub struct MetadataConfig {
 impl Default for MetadataConfig {
     fn default() -> Self {
         MetadataConfig {
-            endpoint: "http://169.254.169.254".into(),
-            ipv6_endpoint: "http://[fd00:ec2::254]".into(),
+            endpoint: None,
+            ipv6_endpoint: crate::imds::client::IPV6_ENDPOINT.into(),
             use_ipv6: false,
             token_ttl_secs: 21600,
             request_timeout_ms: 2000,
@@ -63,12 +66,19 @@ impl Default for MetadataConfig {
 }
 
 impl MetadataConfig {
+    /// The endpoint asked first.
     pub fn effective_endpoint(&self) -> &str {
-        if self.use_ipv6 {
-            &self.ipv6_endpoint
-        } else {
-            &self.endpoint
+        match (&self.endpoint, self.use_ipv6) {
+            (_, true) => &self.ipv6_endpoint,
+            (Some(e), false) => e,
+            (None, false) => crate::imds::client::IPV4_ENDPOINT,
         }
+    }
+
+    /// No endpoint chosen: the client tries the IPv4 one and falls back to
+    /// `ipv6_endpoint`, as amazon-ec2-net-utils does.
+    pub fn automatic(&self) -> bool {
+        self.endpoint.is_none() && !self.use_ipv6
     }
 }
 
@@ -76,8 +86,12 @@ impl MetadataConfig {
 /// (connect timeout, attempts, backoff) keeps the client's defaults.
 impl From<&MetadataConfig> for ImdsOptions {
     fn from(cfg: &MetadataConfig) -> Self {
+        // An endpoint the configuration names (or the command line, or
+        // use_ipv6) is used as given; only the default looks further.
+        let fallback = cfg.automatic().then(|| cfg.ipv6_endpoint.clone());
         ImdsOptions {
             endpoint: cfg.effective_endpoint().to_string(),
+            fallback,
             token_ttl_secs: cfg.token_ttl_secs,
             request_timeout: Duration::from_millis(cfg.request_timeout_ms),
             ..ImdsOptions::default()

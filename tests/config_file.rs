@@ -666,7 +666,7 @@ fn everything_set() -> Config {
     };
     Config {
         metadata: MetadataConfig {
-            endpoint: "http://127.0.0.1:1338".into(),
+            endpoint: Some("http://127.0.0.1:1338".into()),
             ipv6_endpoint: "http://[::1]:1338".into(),
             use_ipv6: true,
             token_ttl_secs: 600,

@@ -806,7 +806,7 @@ async fn use_ipv6_selects_the_ipv6_endpoint() {
         return;
     };
     let cfg = eniroute::config::MetadataConfig {
-        endpoint: "http://127.0.0.1:9".into(),
+        endpoint: Some("http://127.0.0.1:9".into()),
         ipv6_endpoint: sim.endpoint(),
         use_ipv6: true,
         ..Default::default()
@@ -820,4 +820,176 @@ async fn use_ipv6_selects_the_ipv6_endpoint() {
     assert_eq!(c.endpoint(), sim.endpoint());
     let inst = fetch_instance(&c).await.unwrap();
     assert_eq!(inst.enis.len(), 2);
+}
+
+// --- no endpoint configured: IPv4 first, the IPv6 one where that fails --------
+
+/// A port that accepts connections and never answers: an endpoint that is
+/// there but times out. Counts the connections it gets; stops when dropped.
+struct Silent {
+    addr: SocketAddr,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Silent {
+    fn start() -> Silent {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (count, quit) = (Arc::clone(&accepted), Arc::clone(&stop));
+        let thread = thread::spawn(move || {
+            let mut held = Vec::new();
+            while !quit.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        held.push(s);
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Silent {
+            addr,
+            accepted,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The first endpoint and its fallback, as the client gets them when the
+/// configuration names none.
+fn automatic(first: String, fallback: String) -> ImdsOptions {
+    ImdsOptions {
+        fallback: Some(fallback),
+        ..fast(first)
+    }
+}
+
+#[test]
+fn only_an_unset_endpoint_gets_the_ipv6_fallback() {
+    use eniroute::config::MetadataConfig;
+    let auto = ImdsOptions::from(&MetadataConfig::default());
+    assert_eq!(auto.endpoint, "http://169.254.169.254");
+    assert_eq!(auto.fallback.as_deref(), Some("http://[fd00:ec2::254]"));
+    for explicit in [
+        MetadataConfig {
+            endpoint: Some("http://169.254.169.254".into()),
+            ..Default::default()
+        },
+        MetadataConfig {
+            use_ipv6: true,
+            ..Default::default()
+        },
+    ] {
+        assert_eq!(ImdsOptions::from(&explicit).fallback, None, "{explicit:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_refused_first_endpoint_falls_back_and_says_so() {
+    let sim = sim(two_enis());
+    // Nothing listens on port 9 of loopback: connection refused.
+    let c = ImdsClient::new(automatic("http://127.0.0.1:9".into(), sim.endpoint())).unwrap();
+    let inst = fetch_instance(&c).await.unwrap();
+    assert_eq!(inst.enis.len(), 2);
+    assert_eq!(c.endpoint(), sim.endpoint());
+    let said = c.endpoint_in_use().to_string();
+    assert!(
+        said.contains(&sim.endpoint()) && said.contains("127.0.0.1:9 did not answer"),
+        "{said}"
+    );
+}
+
+#[tokio::test]
+async fn a_silent_first_endpoint_falls_back_and_is_not_asked_again() {
+    let silent = Silent::start();
+    let sim = sim(two_enis());
+    let c = ImdsClient::new(automatic(format!("http://{}", silent.addr), sim.endpoint())).unwrap();
+    fetch_instance(&c).await.unwrap();
+    assert_eq!(
+        silent.accepted(),
+        1,
+        "one timed-out attempt, then the fallback"
+    );
+    assert_eq!(c.endpoint(), sim.endpoint());
+    // A new token is needed (IMDS restarted): the endpoint that answered
+    // is asked first.
+    sim.revoke_tokens();
+    fetch_instance(&c).await.unwrap();
+    assert_eq!(silent.accepted(), 1);
+}
+
+#[tokio::test]
+async fn when_both_endpoints_answer_the_first_is_used() {
+    let v4 = sim(two_enis());
+    let v6 = sim(two_enis());
+    let c = ImdsClient::new(automatic(v4.endpoint(), v6.endpoint())).unwrap();
+    fetch_instance(&c).await.unwrap();
+    assert!(v4.requests() > 0);
+    assert_eq!(v6.requests(), 0);
+    assert_eq!(c.endpoint(), v4.endpoint());
+    assert!(
+        c.endpoint_in_use()
+            .to_string()
+            .contains("chosen automatically"),
+        "{}",
+        c.endpoint_in_use()
+    );
+}
+
+#[tokio::test]
+async fn a_configured_endpoint_is_never_second_guessed() {
+    let v6 = sim(two_enis());
+    let cfg = eniroute::config::MetadataConfig {
+        endpoint: Some("http://127.0.0.1:9".into()),
+        ipv6_endpoint: v6.endpoint(),
+        ..Default::default()
+    };
+    let c = ImdsClient::new(ImdsOptions {
+        retry_budget: Duration::from_millis(600),
+        ..ImdsOptions::from(&cfg)
+    })
+    .unwrap();
+    let e = fetch_instance(&c).await.unwrap_err();
+    assert!(e.to_string().contains("127.0.0.1:9"), "{e}");
+    assert_eq!(v6.requests(), 0);
+    assert_eq!(
+        c.endpoint_in_use().to_string(),
+        "http://127.0.0.1:9 (configured)"
+    );
+}
+
+#[tokio::test]
+async fn when_neither_answers_the_error_names_both() {
+    let c = ImdsClient::new(automatic(
+        "http://127.0.0.1:9".into(),
+        "http://127.0.0.1:7".into(),
+    ))
+    .unwrap();
+    let e = fetch_instance(&c).await.unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("http://127.0.0.1:9 or http://127.0.0.1:7"),
+        "{text}"
+    );
 }

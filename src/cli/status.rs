@@ -45,9 +45,20 @@ struct EniReport {
 
 #[derive(Debug, Serialize)]
 struct Report {
+    /// The metadata endpoint that answered, and how it was chosen.
+    metadata: MetadataReport,
     enis: Vec<EniReport>,
     warnings: Vec<String>,
     drift: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct MetadataReport {
+    endpoint: String,
+    /// No endpoint was configured: the IPv4 one, else the IPv6 one.
+    automatic: bool,
+    /// The same, in words.
+    how: String,
 }
 
 fn op_touches(op: &Op, dev: &str, table: Option<u32>) -> bool {
@@ -61,7 +72,12 @@ fn op_touches(op: &Op, dev: &str, table: Option<u32>) -> bool {
     }
 }
 
-fn report(assessment: &Assessment, current: &Current, own: Ownership) -> Report {
+fn report(
+    assessment: &Assessment,
+    current: &Current,
+    own: Ownership,
+    metadata: MetadataReport,
+) -> Report {
     let plan = &assessment.plan;
     let changes = &assessment.changes;
     let owned: BTreeSet<&Rule> = current.owned_rules(own.protocol).collect();
@@ -111,6 +127,7 @@ fn report(assessment: &Assessment, current: &Current, own: Ownership) -> Report 
         })
         .collect();
     Report {
+        metadata,
         enis,
         warnings: plan.warnings.clone(),
         drift: changes.len(),
@@ -122,10 +139,17 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
     let client = imds_client(&cfg)?;
     runtime()?.block_on(async {
         let (assessment, current) = observe(&cfg, &client).await?;
-        let r = report(&assessment, &current, Ownership::from(&cfg));
+        let endpoint = client.endpoint_in_use();
+        let metadata = MetadataReport {
+            endpoint: endpoint.current().to_string(),
+            automatic: endpoint.automatic(),
+            how: endpoint.to_string(),
+        };
+        let r = report(&assessment, &current, Ownership::from(&cfg), metadata);
         if args.json {
             return print_json(&r);
         }
+        println!("metadata: {}", r.metadata.how);
         for e in &r.enis {
             print!("{} {}", e.mac, e.interface_id.as_deref().unwrap_or("-"));
             if let Some(dev) = &e.dev {

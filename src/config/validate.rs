@@ -125,9 +125,12 @@ pub fn validate(config: &Config) -> Vec<Problem> {
 
 fn metadata(c: &mut Checker, m: &MetadataConfig) {
     for (k, url) in [
-        ("endpoint", &m.endpoint),
-        ("ipv6_endpoint", &m.ipv6_endpoint),
-    ] {
+        ("endpoint", m.endpoint.as_ref()),
+        ("ipv6_endpoint", Some(&m.ipv6_endpoint)),
+    ]
+    .into_iter()
+    .filter_map(|(k, url)| Some((k, url?)))
+    {
         if let Err(why) = check_endpoint(url) {
             c.report(key("metadata", k), format!("metadata.{k} = {url:?} {why}"));
         }

@@ -19,7 +19,7 @@ use tokio::time::sleep_until;
 
 use crate::agent::{self, Namespace, SetupError};
 use crate::config::{self, Config};
-use crate::imds::client::ImdsClient;
+use crate::imds::client::{EndpointInUse, ImdsClient};
 use crate::imds::model::{EniState, Instance};
 use crate::netlink::events::Event;
 use crate::netlink::rt::RtNetlink;
@@ -122,7 +122,10 @@ struct Daemon {
     config: Config,
     config_path: Option<PathBuf>,
     endpoint_override: Option<String>,
-    endpoint: String,
+    /// The metadata endpoint in use, as the reader task's client sees it.
+    endpoint: EndpointInUse,
+    /// The endpoint last logged as answering, so a change is logged once.
+    logged_endpoint: Option<String>,
     kernel: RtNetlink,
     ns: Namespace,
     notifier: Notifier,
@@ -162,7 +165,7 @@ impl Daemon {
         ns: Namespace,
     ) -> Result<Daemon, Error> {
         let client = agent::metadata_client(&config)?;
-        let endpoint = client.endpoint().to_string();
+        let endpoint = client.endpoint_in_use();
         let kernel = agent::kernel(&config)?;
         let (requests, request_rx) = mpsc::unbounded_channel();
         let (result_tx, results) = mpsc::unbounded_channel();
@@ -173,6 +176,7 @@ impl Daemon {
             config_path,
             endpoint_override,
             endpoint,
+            logged_endpoint: None,
             kernel,
             ns,
             notifier: Notifier::from_env(),
@@ -408,6 +412,13 @@ impl Daemon {
                 }
                 self.failures = 0;
                 self.next_poll = now + self.volatile_interval();
+                // Which endpoint answered is known once one did (and may
+                // change when the first stops answering): said once each.
+                let current = self.endpoint.current().to_string();
+                if self.logged_endpoint.as_deref() != Some(current.as_str()) {
+                    tracing::info!("metadata endpoint: {}", self.endpoint);
+                    self.logged_endpoint = Some(current);
+                }
                 // Unchanged metadata and an unchanged kernel (any change
                 // there is an event) plan the same: nothing to do.
                 if self.instance.as_ref() != Some(&instance) {
@@ -649,7 +660,8 @@ impl Daemon {
         if new.metadata != self.config.metadata {
             match agent::metadata_client(&new) {
                 Ok(c) => {
-                    self.endpoint = c.endpoint().to_string();
+                    self.endpoint = c.endpoint_in_use();
+                    self.logged_endpoint = None;
                     self.next_client = Some(c);
                 }
                 Err(e) => {

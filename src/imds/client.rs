@@ -16,6 +16,8 @@
 
 use std::fmt;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
@@ -40,12 +42,21 @@ const MIN_ATTEMPT: Duration = Duration::from_millis(200);
 /// A single backoff step never exceeds this.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
+/// EC2's metadata endpoint over IPv4, used unless configured otherwise.
+pub const IPV4_ENDPOINT: &str = "http://169.254.169.254";
+/// The same service over IPv6, the one an IPv6-only instance can reach.
+pub const IPV6_ENDPOINT: &str = "http://[fd00:ec2::254]";
+
 /// How the client talks to the endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImdsOptions {
     /// Base URL, `http://169.254.169.254` on EC2 (plain HTTP: the endpoint
     /// is link-local and has no TLS).
     pub endpoint: String,
+    /// Where to ask instead when `endpoint` is unreachable (no route,
+    /// connection refused, timeout): the IPv6 endpoint when none was
+    /// configured, as amazon-ec2-net-utils does. `None`: `endpoint` only.
+    pub fallback: Option<String>,
     /// Lifetime requested for session tokens, 1..=21600 seconds.
     pub token_ttl_secs: u32,
     /// Upper bound on one attempt: connect, send, and read the whole body.
@@ -63,7 +74,8 @@ pub struct ImdsOptions {
 impl Default for ImdsOptions {
     fn default() -> Self {
         ImdsOptions {
-            endpoint: "http://169.254.169.254".into(),
+            endpoint: IPV4_ENDPOINT.into(),
+            fallback: None,
             token_ttl_secs: MAX_TOKEN_TTL_SECS,
             request_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(1),
@@ -103,6 +115,12 @@ pub enum ErrorKind {
 impl ErrorKind {
     /// Worth another attempt: the endpoint may be restarting, throttling, or
     /// briefly unreachable. A 4xx or a bad body will not improve.
+    /// The endpoint could not be reached at all (no route, refused, no
+    /// answer in time): another endpoint may do better.
+    fn unreachable(&self) -> bool {
+        matches!(self, ErrorKind::Timeout | ErrorKind::Connect(_))
+    }
+
     fn retryable(&self) -> bool {
         match self {
             ErrorKind::Status(code) => *code == 429 || (500..600).contains(code),
@@ -201,6 +219,8 @@ impl std::error::Error for ImdsError {}
 struct Token {
     value: String,
     renew_at: Instant,
+    /// Index of the endpoint that issued it, which its GETs go to.
+    endpoint: usize,
 }
 
 /// What one exchange (with its retries) produced: a final status and body.
@@ -209,6 +229,8 @@ struct Reply {
     body: String,
     ttl: Option<u32>,
     attempts: u32,
+    /// Index of the endpoint that answered.
+    endpoint: usize,
 }
 
 /// A failed exchange, before it is given its endpoint and path.
@@ -217,12 +239,71 @@ struct Failure {
     attempts: u32,
 }
 
+/// Which metadata endpoint a client uses. A handle that stays current after
+/// the client has moved to another task, for whoever reports it.
+#[derive(Debug, Clone)]
+pub struct EndpointInUse {
+    /// Endpoints without a trailing slash: the first, then its fallback.
+    endpoints: Arc<[String]>,
+    /// The one that answered last (the first until one did).
+    active: Arc<AtomicUsize>,
+    answered: Arc<AtomicBool>,
+}
+
+impl EndpointInUse {
+    /// The endpoint requests go to now.
+    pub fn current(&self) -> &str {
+        let i = self.active.load(Ordering::Relaxed);
+        self.endpoints.get(i).map_or("", String::as_str)
+    }
+
+    /// Chosen by the client (no endpoint was configured) rather than given.
+    pub fn automatic(&self) -> bool {
+        self.endpoints.len() > 1
+    }
+
+    /// Whether an endpoint has answered yet.
+    pub fn answered(&self) -> bool {
+        self.answered.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, i: usize) {
+        self.active.store(i, Ordering::Relaxed);
+        self.answered.store(true, Ordering::Relaxed);
+    }
+
+    /// All candidates, for an error that none of them answered.
+    fn all(&self) -> String {
+        self.endpoints.join(" or ")
+    }
+}
+
+/// `http://169.254.169.254 (configured)`, or which one answered and why.
+impl fmt::Display for EndpointInUse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let first = self.endpoints.first().map_or("", String::as_str);
+        let others = self.endpoints.get(1..).unwrap_or_default().join(", ");
+        match (self.automatic(), self.answered()) {
+            (false, _) => write!(f, "{first} (configured)"),
+            (true, false) => write!(f, "{first}, or {others} where that does not answer"),
+            (true, true) if self.current() == first => write!(
+                f,
+                "{first} (chosen automatically; {others} where that stops answering)"
+            ),
+            (true, true) => write!(
+                f,
+                "{} (chosen automatically: {first} did not answer)",
+                self.current()
+            ),
+        }
+    }
+}
+
 /// An IMDSv2 client. Cheap to share by reference; concurrent `get`s share one
 /// token and one connection pool.
 pub struct ImdsClient {
     http: reqwest::Client,
-    /// Endpoint without a trailing slash.
-    endpoint: String,
+    endpoints: EndpointInUse,
     opts: ImdsOptions,
     /// Held across the token PUT so that concurrent callers wait for one
     /// token instead of each fetching their own.
@@ -232,7 +313,7 @@ pub struct ImdsClient {
 impl fmt::Debug for ImdsClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ImdsClient")
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &self.endpoints)
             .finish_non_exhaustive()
     }
 }
@@ -241,14 +322,23 @@ impl ImdsClient {
     pub fn new(opts: ImdsOptions) -> Result<ImdsClient, ImdsError> {
         let endpoint = opts.endpoint.trim_end_matches('/').to_string();
         let config_err = |m: String| ImdsError::new(&endpoint, "", "", ErrorKind::Config(m));
-        match reqwest::Url::parse(&endpoint) {
-            Ok(url) if url.scheme() == "http" && url.host().is_some() => {}
-            Ok(_) => {
-                return Err(config_err(
-                    "endpoint must be an http:// URL with a host".into(),
-                ))
+        let mut endpoints = vec![endpoint.clone()];
+        endpoints.extend(
+            opts.fallback
+                .as_deref()
+                .map(|f| f.trim_end_matches('/').to_string())
+                .filter(|f| *f != endpoint),
+        );
+        for url in &endpoints {
+            match reqwest::Url::parse(url) {
+                Ok(u) if u.scheme() == "http" && u.host().is_some() => {}
+                Ok(_) => {
+                    return Err(config_err(format!(
+                        "endpoint {url} must be an http:// URL with a host"
+                    )))
+                }
+                Err(e) => return Err(config_err(format!("invalid endpoint {url}: {e}"))),
             }
-            Err(e) => return Err(config_err(format!("invalid endpoint: {e}"))),
         }
         if !(1..=MAX_TOKEN_TTL_SECS).contains(&opts.token_ttl_secs) {
             return Err(config_err(format!(
@@ -277,14 +367,25 @@ impl ImdsClient {
             .map_err(|e| config_err(format!("HTTP client: {}", root_cause(&e))))?;
         Ok(ImdsClient {
             http,
-            endpoint,
+            endpoints: EndpointInUse {
+                endpoints: endpoints.into(),
+                active: Arc::new(AtomicUsize::new(0)),
+                answered: Arc::new(AtomicBool::new(false)),
+            },
             opts,
             token: Mutex::new(None),
         })
     }
 
+    /// The endpoint requests go to now: the configured one, or the one that
+    /// answered last.
     pub fn endpoint(&self) -> &str {
-        &self.endpoint
+        self.endpoints.current()
+    }
+
+    /// A handle on [`Self::endpoint`] that outlives a move of the client.
+    pub fn endpoint_in_use(&self) -> EndpointInUse {
+        self.endpoints.clone()
     }
 
     pub fn options(&self) -> &ImdsOptions {
@@ -297,14 +398,20 @@ impl ImdsClient {
     pub async fn get(&self, path: &str) -> Result<Option<String>, ImdsError> {
         let full = format!("{META_PREFIX}{}", path.trim_start_matches('/'));
         let deadline = Instant::now() + self.opts.retry_budget;
-        let err = |kind, attempts| ImdsError {
+        let err = |endpoint: &str, kind, attempts| ImdsError {
             attempts,
-            ..ImdsError::new(&self.endpoint, "GET", &full, kind)
+            ..ImdsError::new(endpoint, "GET", &full, kind)
         };
         let mut renewed = false;
         loop {
-            let token = self.token(deadline).await.map_err(|f| {
+            let (token, at) = self.token(deadline).await.map_err(|f| {
+                let tried = if self.endpoints.automatic() {
+                    self.endpoints.all()
+                } else {
+                    self.endpoint().to_string()
+                };
                 err(
+                    &tried,
                     ErrorKind::Token {
                         cause: Box::new(f.kind),
                         attempts: f.attempts,
@@ -312,10 +419,21 @@ impl ImdsClient {
                     0,
                 )
             })?;
-            let reply = self
-                .exchange(Method::GET, &full, Some(&token), deadline)
+            let endpoint = self.endpoints.endpoints[at].as_str();
+            let reply = match self
+                .exchange(Method::GET, &full, Some(&token), deadline, at, false)
                 .await
-                .map_err(|f| err(f.kind, f.attempts))?;
+            {
+                Ok(r) => r,
+                Err(f) => {
+                    // The endpoint that issued the token went away: the next
+                    // call looks for one that answers, with a fresh token.
+                    if self.endpoints.automatic() && f.kind.unreachable() {
+                        self.forget_token(&token).await;
+                    }
+                    return Err(err(endpoint, f.kind, f.attempts));
+                }
+            };
             match reply.status {
                 s if s.is_success() => return Ok(Some(reply.body)),
                 StatusCode::NOT_FOUND => return Ok(None),
@@ -326,7 +444,7 @@ impl ImdsClient {
                     renewed = true;
                     self.forget_token(&token).await;
                 }
-                s => return Err(err(ErrorKind::Status(s.as_u16()), reply.attempts)),
+                s => return Err(err(endpoint, ErrorKind::Status(s.as_u16()), reply.attempts)),
             }
         }
     }
@@ -335,17 +453,28 @@ impl ImdsClient {
     /// one has reached 80% of its lifetime. Renewing early leaves a margin
     /// for clock drift and for requests in flight when the token expires,
     /// instead of learning about expiry through a 401 and a second round trip.
-    async fn token(&self, deadline: Instant) -> Result<String, Failure> {
+    async fn token(&self, deadline: Instant) -> Result<(String, usize), Failure> {
         let mut slot = self.token.lock().await;
         if let Some(t) = slot.as_ref() {
             if Instant::now() < t.renew_at {
-                return Ok(t.value.clone());
+                return Ok((t.value.clone(), t.endpoint));
             }
         }
         let fetched_at = Instant::now();
+        // Whichever endpoint issues the token serves the GETs that use it;
+        // the search starts where the last one answered.
+        let start = self.endpoints.active.load(Ordering::Relaxed);
         let reply = self
-            .exchange(Method::PUT, TOKEN_PATH, None, deadline)
+            .exchange(Method::PUT, TOKEN_PATH, None, deadline, start, true)
             .await?;
+        if reply.endpoint != start {
+            tracing::info!(
+                "metadata: {} does not answer; using {}",
+                self.endpoints.endpoints[start],
+                self.endpoints.endpoints[reply.endpoint]
+            );
+        }
+        self.endpoints.set(reply.endpoint);
         if !reply.status.is_success() {
             // 403 here usually means the request was forwarded (a proxy or a
             // container whose hop limit IMDS refuses); 400 a bad TTL.
@@ -370,8 +499,9 @@ impl ImdsClient {
         *slot = Some(Token {
             value: value.clone(),
             renew_at: fetched_at + lifetime,
+            endpoint: reply.endpoint,
         });
-        Ok(value)
+        Ok((value, reply.endpoint))
     }
 
     /// Drops `stale` unless another caller has already replaced it.
@@ -382,20 +512,26 @@ impl ImdsClient {
         }
     }
 
-    /// One request with retries. Returns the first reply whose status is not
-    /// worth retrying; fails on errors that are not, or when attempts or the
-    /// time budget run out.
+    /// One request with retries, to endpoint number `at`. Returns the first
+    /// reply whose status is not worth retrying; fails on errors that are
+    /// not, or when attempts or the time budget run out. With `search`, an
+    /// attempt that cannot reach its endpoint is followed at once by one to
+    /// the next endpoint; the reply says which one answered.
     async fn exchange(
         &self,
         method: Method,
         path: &str,
         token: Option<&str>,
         deadline: Instant,
+        mut at: usize,
+        search: bool,
     ) -> Result<Reply, Failure> {
-        let url = format!("{}/{path}", self.endpoint);
+        let endpoints = &self.endpoints.endpoints;
+        let first = at;
         let mut attempt = 0;
         loop {
             attempt += 1;
+            let url = format!("{}/{path}", endpoints[at]);
             let remaining = deadline.saturating_duration_since(Instant::now());
             let limit = self.opts.request_timeout.min(remaining.max(MIN_ATTEMPT));
             let kind = match tokio::time::timeout(limit, self.attempt(&method, &url, token)).await {
@@ -404,6 +540,7 @@ impl ImdsClient {
                     if !kind.retryable() {
                         return Ok(Reply {
                             attempts: attempt,
+                            endpoint: at,
                             ..reply
                         });
                     }
@@ -412,7 +549,19 @@ impl ImdsClient {
                 Ok(Err(kind)) => kind,
                 Err(_) => ErrorKind::Timeout,
             };
-            let pause = backoff(self.opts.backoff_base, attempt);
+            let tried = endpoints[at].as_str();
+            let next = if search && kind.unreachable() {
+                (at + 1) % endpoints.len()
+            } else {
+                at
+            };
+            // Trying the next endpoint waits for nothing; coming back round
+            // to the first one backs off as a retry does.
+            let pause = if next != at && next != first {
+                Duration::ZERO
+            } else {
+                backoff(self.opts.backoff_base, attempt)
+            };
             let out_of_time = Instant::now() + pause + MIN_ATTEMPT > deadline;
             if !kind.retryable() || attempt >= self.opts.max_attempts || out_of_time {
                 return Err(Failure {
@@ -420,9 +569,10 @@ impl ImdsClient {
                     attempts: attempt,
                 });
             }
+            at = next;
             tracing::debug!(
-                "metadata {} {method} {path}: {kind}; retrying in {pause:?}",
-                self.endpoint
+                "metadata {tried} {method} {path}: {kind}; retrying at {} in {pause:?}",
+                endpoints[at]
             );
             tokio::time::sleep(pause).await;
         }
@@ -459,6 +609,7 @@ impl ImdsClient {
             body,
             ttl,
             attempts: 1,
+            endpoint: 0,
         })
     }
 }
