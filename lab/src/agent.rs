@@ -64,10 +64,27 @@ impl Daemon {
         endpoint: &str,
         config: Option<&Path>,
     ) -> io::Result<Daemon> {
+        Daemon::spawn(bin, ns, Some(endpoint), config)
+    }
+
+    /// Starts the daemon without naming a metadata endpoint, so it picks
+    /// one itself, as on an instance with no configuration.
+    pub fn start_finding_metadata(bin: &Path, ns: &Netns, config: &Path) -> io::Result<Daemon> {
+        Daemon::spawn(bin, ns, None, Some(config))
+    }
+
+    fn spawn(
+        bin: &Path,
+        ns: &Netns,
+        endpoint: Option<&str>,
+        config: Option<&Path>,
+    ) -> io::Result<Daemon> {
         let log = std::env::temp_dir().join(format!("{}-daemon.log", ns.name()));
         let file = std::fs::File::create(&log)?;
         let mut cmd = ns.command(bin);
-        cmd.arg("--imds-endpoint").arg(endpoint);
+        if let Some(endpoint) = endpoint {
+            cmd.arg("--imds-endpoint").arg(endpoint);
+        }
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }

@@ -17,4 +17,4 @@ pub mod world;
 
 pub use netns::{cleanup_stale, veth, Netns};
 pub use probe::{connect, route_get, RouteGet, TcpServer};
-pub use vpc::{Client, Eni, EniSpec, Instance, Vpc, IMDS_ADDR};
+pub use vpc::{Client, Eni, EniSpec, Instance, Ipv6Eni, Vpc, IMDS_ADDR, IMDS_ADDR_V6};

@@ -182,6 +182,11 @@ impl Simulator {
         format!("http://{}", self.inner.addr)
     }
 
+    /// The tree served now.
+    pub fn tree(&self) -> Value {
+        self.state().tree.clone()
+    }
+
     pub fn set_tree(&self, tree: Value) {
         self.state().tree = tree;
     }

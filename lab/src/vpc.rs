@@ -29,6 +29,10 @@ use eniroute::values::Mac;
 
 /// The link-local address of the instance metadata service.
 pub const IMDS_ADDR: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+/// The metadata service's IPv6 address (Nitro instances).
+pub const IMDS_ADDR_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+/// The IPv6 router of every Nitro subnet, on each ENI's port.
+pub const ROUTER_V6: &str = "fe80:ec2::1";
 
 /// Interface names are limited to 15 bytes (IFNAMSIZ - 1).
 const MAX_IFNAME: usize = 15;
@@ -153,6 +157,17 @@ impl Eni {
     pub fn port(&self) -> &str {
         &self.port
     }
+}
+
+/// An ENI of an IPv6-only subnet (see [`Vpc::attach_eni_ipv6_only`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ipv6Eni {
+    pub name: String,
+    pub mac: Mac,
+    /// Its addresses, primary first.
+    pub addrs: Vec<Ipv6Addr>,
+    /// The router-side interface of its veth pair.
+    pub port: String,
 }
 
 impl Vpc {
@@ -538,6 +553,119 @@ impl Vpc {
         self.router
             .ip(["addr", "replace", &format!("{IMDS_ADDR}/32"), "dev", "lo"])?;
         let bind = SocketAddr::new(IpAddr::V4(IMDS_ADDR), 80);
+        self.router
+            .run_in(|| TcpListener::bind(bind))?
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("bind {bind} in netns {}: {e}", self.router.name()),
+                )
+            })
+    }
+
+    /// Attaches an ENI of an IPv6-only subnet: no IPv4 at all, its
+    /// addresses routed to it, `fe80:ec2::1` on the router's end. The VPC's
+    /// source check holds for IPv6 too: traffic the router would forward
+    /// from this port must come from one of `addrs` (link-local traffic to
+    /// the router itself, such as neighbour discovery, is local and passes).
+    pub fn attach_eni_ipv6_only(
+        &self,
+        instance: &Instance,
+        name: &str,
+        mac: Mac,
+        addrs: &[Ipv6Addr],
+    ) -> io::Result<Ipv6Eni> {
+        let mut state = self.lock();
+        let port = port_name(&mut state, 'e', name);
+        veth(&instance.netns, name, Some(mac), &self.router, &port)?;
+        self.router.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+        self.router
+            .ip(["-6", "addr", "add", "fe80:ec2::1/64", "dev", &port, "nodad"])?;
+        // One priority per port keeps each port's rules together.
+        let priority = (1000 + 2 * state.next_port).to_string();
+        let drop_priority = (1001 + 2 * state.next_port).to_string();
+        for a in addrs {
+            let host = format!("{a}/128");
+            self.router
+                .ip(["-6", "route", "add", &host, "dev", &port])?;
+            // Known, as the VPC knows every address's ENI: no neighbour
+            // discovery delay on the first packet.
+            self.router.ip([
+                "-6",
+                "neigh",
+                "replace",
+                &a.to_string(),
+                "lladdr",
+                &mac.to_string(),
+                "dev",
+                &port,
+                "nud",
+                "permanent",
+            ])?;
+            self.router.ip([
+                "-6", "rule", "add", "iif", &port, "from", &host, "lookup", "main", "priority",
+                &priority,
+            ])?;
+        }
+        self.router.ip([
+            "-6",
+            "rule",
+            "add",
+            "iif",
+            &port,
+            "to",
+            "2000::/3",
+            "prohibit",
+            "priority",
+            &drop_priority,
+        ])?;
+        Ok(Ipv6Eni {
+            name: name.to_string(),
+            mac,
+            addrs: addrs.to_vec(),
+            port,
+        })
+    }
+
+    /// What DHCPv6 and router advertisements leave on an instance's ENI:
+    /// its address (a /128, as EC2's DHCPv6 hands out) and a default route
+    /// via the subnet's IPv6 router. No duplicate address detection: it
+    /// has nothing to find here and would hold the address back a second.
+    pub fn dhcp6_configure(
+        &self,
+        instance: &Instance,
+        dev: &str,
+        addr: Ipv6Addr,
+    ) -> io::Result<()> {
+        instance.ip([
+            "-6",
+            "addr",
+            "add",
+            &format!("{addr}/128"),
+            "dev",
+            dev,
+            "nodad",
+        ])?;
+        instance.ip([
+            "-6", "route", "add", "default", "via", ROUTER_V6, "dev", dev,
+        ])?;
+        Ok(())
+    }
+
+    /// A listener on `[fd00:ec2::254]:port` inside the router, for a
+    /// metadata simulator reached over IPv6.
+    pub fn imds_listener_v6(&self, port: u16) -> io::Result<TcpListener> {
+        let _state = self.lock();
+        self.router.ip([
+            "-6",
+            "addr",
+            "replace",
+            &format!("{IMDS_ADDR_V6}/128"),
+            "dev",
+            "lo",
+            "nodad",
+        ])?;
+        let bind = SocketAddr::new(IpAddr::V6(IMDS_ADDR_V6), port);
         self.router
             .run_in(|| TcpListener::bind(bind))?
             .map_err(|e| {

@@ -2,12 +2,12 @@
 //! whole-agent test starts from.
 
 use std::io;
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::{Ipv4Addr, Ipv6Addr, TcpListener};
 
 use ipnet::Ipv4Net;
 
 use super::imds_tree::{instance_tree, put_eni, remove_eni, EniMeta};
-use super::vpc::{Client, Eni, EniSpec, Instance, Vpc, IMDS_ADDR};
+use super::vpc::{Client, Eni, EniSpec, Instance, Ipv6Eni, Vpc, IMDS_ADDR};
 use crate::sim::Simulator;
 use eniroute::values::Mac;
 
@@ -293,4 +293,93 @@ pub fn subnet_route(
         "rule", "add", "iif", &port, "lookup", &table, "priority", &table,
     ])?;
     Ok(())
+}
+
+/// An instance in IPv6-only subnets: no IPv4 address anywhere on it, and
+/// metadata only at `[fd00:ec2::254]`. eth0 (device 0, `2001:db8:1::10`) is
+/// configured as DHCPv6 and router advertisements leave it; eth1 (device 1,
+/// `2001:db8:2::20` and `2001:db8:2::21`) is attached bare. The admin host
+/// is at `2001:db8:9::5`.
+pub struct Ipv6OnlyLab {
+    pub admin: Client,
+    pub ns: Instance,
+    pub enis: Vec<Ipv6Eni>,
+    pub sim: Simulator,
+    pub vpc: Vpc,
+}
+
+pub fn ipv6_only() -> io::Result<Ipv6OnlyLab> {
+    let vpc = Vpc::new()?;
+    let ns = vpc.instance("i6")?;
+    let v6 = |s: &str| parse::<Ipv6Addr>(s);
+    let plans = [
+        ("eth0", 0u8, "2001:db8:1::/64", vec![v6("2001:db8:1::10")?]),
+        (
+            "eth1",
+            1,
+            "2001:db8:2::/64",
+            vec![v6("2001:db8:2::20")?, v6("2001:db8:2::21")?],
+        ),
+    ];
+    let primary = Mac::new([0x0a, 0xe6, 0, 0, 0, 0]);
+    let mut tree = instance_tree("i-0lab6", primary, &[]);
+    let mut enis = Vec::new();
+    for (name, device, subnet, addrs) in plans {
+        let mac = Mac::new([0x0a, 0xe6, 0, 0, 0, device]);
+        let eni = vpc.attach_eni_ipv6_only(&ns, name, mac, &addrs)?;
+        let meta = serde_json::json!({
+            "device-number": device.to_string(),
+            "network-card": "0",
+            "interface-id": format!("eni-06000{device}lab"),
+            "mac": mac.to_string(),
+            "subnet-id": format!("subnet-6{device}"),
+            "vpc-id": "vpc-0lab6",
+            "subnet-ipv6-cidr-blocks": subnet,
+            "vpc-ipv6-cidr-blocks": "2001:db8::/56",
+            "ipv6s": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        });
+        if let Some(macs) = tree
+            .pointer_mut("/network/interfaces/macs")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            macs.insert(mac.to_string(), meta);
+        }
+        enis.push(eni);
+    }
+    vpc.dhcp6_configure(&ns, "eth0", enis[0].addrs[0])?;
+    let listener = vpc.imds_listener_v6(80)?;
+    nix::sys::socket::setsockopt(&listener, nix::sys::socket::sockopt::TcpNoDelay, &true)
+        .map_err(|e| io::Error::other(format!("TCP_NODELAY on the metadata listener: {e}")))?;
+    let sim = Simulator::serve(listener, tree)?;
+    let admin = vpc.client("admin", parse("10.9.0.5/24")?)?;
+    vpc.client_ipv6(&admin, parse("2001:db8:9::5/64")?)?;
+    Ok(Ipv6OnlyLab {
+        admin,
+        ns,
+        enis,
+        sim,
+        vpc,
+    })
+}
+
+/// Serves `inst`'s metadata over IPv6 as well, at `[fd00:ec2::254]:80`,
+/// from a second simulator (whose request count tells whether the agent
+/// used it), and gives the primary ENI the IPv6 address `addr` and a route
+/// there, as on a dual-stack instance.
+pub fn serve_metadata_over_ipv6(
+    vpc: &Vpc,
+    inst: &LabInstance,
+    addr: Ipv6Addr,
+) -> io::Result<Simulator> {
+    let eth0 = inst
+        .enis
+        .first()
+        .map(|(e, _)| e.clone())
+        .ok_or_else(|| invalid("instance has no ENI".into()))?;
+    vpc.eni_ipv6(&eth0, &[addr])?;
+    vpc.dhcp6_configure(&inst.ns, eth0.name(), addr)?;
+    let listener = vpc.imds_listener_v6(80)?;
+    nix::sys::socket::setsockopt(&listener, nix::sys::socket::sockopt::TcpNoDelay, &true)
+        .map_err(|e| io::Error::other(format!("TCP_NODELAY on the metadata listener: {e}")))?;
+    Simulator::serve(listener, inst.sim.tree())
 }
