@@ -7,7 +7,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
-use super::runner::{expect_route, expect_seen, ip4, like_ec2, sock};
+use super::runner::{expect_altnames, expect_route, expect_seen, ip4, like_ec2, sock};
 use super::Session;
 use crate::world::management_network;
 use crate::TcpServer;
@@ -96,6 +96,10 @@ pub(super) fn run(s: &mut Session) -> io::Result<()> {
     s.check(
         &format!("the instance's other traffic (to {internet}) still uses eth0"),
         || expect_route(inst_ns, internet, None, "eth0"),
+    );
+    s.check(
+        "runbooks name the management ENI by its id or device number, as on Amazon Linux",
+        || expect_altnames(inst_ns, "eth1", &["eni-0010001lab", "device-number-1"]),
     );
 
     s.done((servers, admin_service, lab));

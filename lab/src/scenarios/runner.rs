@@ -676,6 +676,30 @@ pub(super) fn expect_route(
     Ok(first)
 }
 
+/// `ip link show NAME` finds `dev` by each of `names` (its alternative
+/// names). They are set in the same reconcile as the rules, just after
+/// them, so a moment is allowed for them to appear.
+pub(super) fn expect_altnames(ns: &Netns, dev: &str, names: &[&str]) -> Result<String, String> {
+    let finds = |name: &str| {
+        ns.ip(["-o", "link", "show", name])
+            .ok()
+            .and_then(|out| {
+                let link = out.split(": ").nth(1)?;
+                Some(link.split('@').next()? == dev)
+            })
+            .unwrap_or(false)
+    };
+    let all = || names.iter().all(|n| finds(n));
+    if crate::agent::wait_for(std::time::Duration::from_secs(2), all).is_none() {
+        let missing: Vec<&str> = names.iter().copied().filter(|n| !finds(n)).collect();
+        return Err(format!(
+            "`ip link show` does not find {dev} as {}",
+            missing.join(", ")
+        ));
+    }
+    Ok(format!("{} name {dev}", names.join(" and ")))
+}
+
 /// The decision line of `ip route get`, without the `uid 0` it always ends
 /// with for a root caller.
 fn first_line(raw: &str) -> String {
