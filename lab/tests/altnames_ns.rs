@@ -215,3 +215,52 @@ fn names_amazon_ec2_net_utils_left_are_taken_over_and_excluded_enis_get_none() {
     assert!(altnames(&inst.ns, "eth0").is_empty());
     let _ = std::fs::remove_file(cfg);
 }
+
+#[test]
+fn the_daemon_keeps_altnames_in_step_with_metadata() {
+    if !need_root("the_daemon_keeps_altnames_in_step_with_metadata") {
+        return;
+    }
+    use eniroute_lab::agent::{wait_for, Daemon};
+    use std::time::Duration;
+    let lab = world::management_network().unwrap();
+    let inst = &lab.inst;
+    inst.ns
+        .ip(["link", "property", "add", "dev", "eth1", "altname", "mgmt"])
+        .unwrap();
+    let d = Daemon::start(bin(), &inst.ns, &inst.endpoint, None).unwrap();
+    let named = |name: &str, dev: Option<&str>| {
+        wait_for(Duration::from_secs(5), || {
+            resolves(&inst.ns, name).as_deref() == dev
+        })
+        .is_some()
+    };
+    assert!(named("device-number-1", Some("eth1")), "{}", d.log());
+    assert!(named("eni-0010001lab", Some("eth1")), "{}", d.log());
+
+    // Metadata changes its mind about the device number; a refresh (as a
+    // failover script sends) reads it at once.
+    set_device(inst, "eth1", 3);
+    let o = eniroute(&inst.ns, &inst.endpoint, &["refresh"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(named("device-number-3", Some("eth1")), "{}", d.log());
+    assert!(named("device-number-1", None), "{}", d.log());
+    set_device(inst, "eth1", 1);
+    eniroute(&inst.ns, &inst.endpoint, &["refresh"]);
+    assert!(named("device-number-1", Some("eth1")), "{}", d.log());
+    assert!(named("device-number-3", None), "{}", d.log());
+
+    // The ENI leaves metadata; its link stays: eniroute's names go, the
+    // operator's stays.
+    let mac = inst.eni("eth1").unwrap().mac();
+    inst.sim
+        .update(|t| eniroute_lab::imds_tree::remove_eni(t, mac));
+    eniroute(&inst.ns, &inst.endpoint, &["refresh"]);
+    assert!(named("eni-0010001lab", None), "{}", d.log());
+    assert!(named("device-number-1", None), "{}", d.log());
+    assert_eq!(altnames(&inst.ns, "eth1"), ["mgmt"]);
+    assert_eq!(
+        resolves(&inst.ns, "device-number-0").as_deref(),
+        Some("eth0")
+    );
+}
