@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::{imds_client, load_config, observe, print_json, runtime, Cli, Failure};
 use crate::plan::EniStatus;
 use crate::reconcile::{foreign_rules_ahead, Assessment, Current, Op, Ownership};
-use crate::values::Rule;
+use crate::values::{KernelRule, Rule};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -41,6 +41,9 @@ struct EniReport {
     drift: Vec<String>,
     /// Rules of others that route one of this ENI's addresses elsewhere.
     conflicts: Vec<String>,
+    /// cloud-init's own policy routing for this ENI's addresses.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    cloud_init: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -72,12 +75,43 @@ fn op_touches(op: &Op, dev: &str, table: Option<u32>) -> bool {
     }
 }
 
+/// Rules that look like cloud-init's policy routing for secondary NICs: its
+/// EC2 datasource writes netplan `routing-policy: [{from: <ip>, table: 100 +
+/// NIC index}]`, which systemd-networkd installs with protocol static. Named
+/// as cloud-init's when its netplan file says so (`netplan`: the text of
+/// /etc/netplan/50-cloud-init.yaml, if any).
+fn cloud_init_rules(
+    sources: &[IpNet],
+    table: u32,
+    rules: &[KernelRule],
+    netplan: Option<&str>,
+) -> Vec<String> {
+    const RTPROT_STATIC: u8 = 4;
+    let whose = match netplan {
+        Some(text) if text.contains("routing-policy") => "cloud-init's netplan routing-policy",
+        _ => "policy routing like cloud-init's",
+    };
+    rules
+        .iter()
+        .filter(|k| k.protocol == RTPROT_STATIC && !k.has_other_selectors && !k.not_lookup)
+        .filter(|k| k.rule.table != table && (100..356).contains(&k.rule.table))
+        .filter(|k| {
+            k.rule.from.is_some_and(|from| {
+                from.prefix_len() == from.max_prefix_len()
+                    && sources.iter().any(|s| s.addr() == from.addr())
+            })
+        })
+        .map(|k| format!("{} ({whose})", k.rule))
+        .collect()
+}
+
 fn report(
     assessment: &Assessment,
     current: &Current,
     own: Ownership,
     metadata: MetadataReport,
 ) -> Report {
+    let netplan = std::fs::read_to_string("/etc/netplan/50-cloud-init.yaml").ok();
     let plan = &assessment.plan;
     let changes = &assessment.changes;
     let owned: BTreeSet<&Rule> = current.owned_rules(own.protocol).collect();
@@ -122,6 +156,10 @@ fn report(
                 conflicts: e
                     .table
                     .map(|t| foreign_rules_ahead(&e.addresses, t, &current.rules, own.protocol))
+                    .unwrap_or_default(),
+                cloud_init: e
+                    .table
+                    .map(|t| cloud_init_rules(&e.addresses, t, &current.rules, netplan.as_deref()))
                     .unwrap_or_default(),
             }
         })
@@ -181,6 +219,9 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
             for c in &e.conflicts {
                 println!("  conflict: foreign {c} takes this ENI's traffic first");
             }
+            for c in &e.cloud_init {
+                println!("  cloud-init: {c} also routes this ENI's address; switch it off with datasource.Ec2.apply_full_imds_network_config: false (README: cloud-init and AMIs)");
+            }
         }
         for w in &r.warnings {
             println!("warning: {w}");
@@ -192,4 +233,62 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::values::Family;
+
+    fn rule(from: &str, table: u32, protocol: u8) -> KernelRule {
+        KernelRule {
+            rule: Rule {
+                family: Family::Ipv4,
+                priority: 32765,
+                from: Some(from.parse().unwrap()),
+                table,
+                suppress_ifgroup: None,
+            },
+            protocol,
+            has_other_selectors: false,
+            not_lookup: false,
+        }
+    }
+
+    #[test]
+    fn cloud_init_rules_are_static_source_rules_into_its_tables() {
+        let sources: Vec<IpNet> = vec![
+            "10.0.2.20/24".parse().unwrap(),
+            "10.0.2.21/32".parse().unwrap(),
+        ];
+        let rules = [
+            rule("10.0.2.20/32", 101, 4),
+            rule("10.0.2.21/32", 101, 4),
+            // Not cloud-init's: another protocol, another address, the
+            // ENI's own table, a table outside 100..356, a subnet source.
+            rule("10.0.2.20/32", 101, 3),
+            rule("10.0.2.99/32", 101, 4),
+            rule("10.0.2.20/32", 10001, 4),
+            rule("10.0.2.20/32", 20, 4),
+            rule("10.0.2.0/24", 101, 4),
+        ];
+        let found = cloud_init_rules(
+            &sources,
+            10001,
+            &rules,
+            Some("network:\n  routing-policy:\n"),
+        );
+        assert_eq!(
+            found,
+            [
+                "rule from 10.0.2.20 lookup 101 priority 32765 (cloud-init's netplan routing-policy)",
+                "rule from 10.0.2.21 lookup 101 priority 32765 (cloud-init's netplan routing-policy)",
+            ]
+        );
+        let unnamed = cloud_init_rules(&sources, 10001, &rules[..1], None);
+        assert_eq!(
+            unnamed,
+            ["rule from 10.0.2.20 lookup 101 priority 32765 (policy routing like cloud-init's)"]
+        );
+    }
 }
