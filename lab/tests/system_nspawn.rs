@@ -562,23 +562,24 @@ fn debian_guest_runs_the_package_under_systemd() {
     sys.assert_replies_leave("10.0.2.20", "eth1", "after systemctl stop eniroute");
 
     // The networkd drop-in: with the agent stopped, networkd reconfiguring
-    // eth1 (its DHCP address removed and acquired again) leaves eniroute's
+    // eth2 (its DHCP address removed and acquired again) leaves eniroute's
     // rules alone; without the drop-in it removes every one of them.
-    let acks = sys.dhcp.acks(Ipv4Addr::new(10, 0, 2, 20));
-    sys.sh("networkctl reconfigure eth1");
+    let acks = sys.dhcp.acks(Ipv4Addr::new(10, 0, 2, 30));
+    sys.sh("networkctl reconfigure eth2");
     sys.until_acked(
-        Ipv4Addr::new(10, 0, 2, 20),
+        Ipv4Addr::new(10, 0, 2, 30),
         acks,
-        "networkctl reconfigure eth1",
+        "networkctl reconfigure eth2",
     );
-    sys.until("eth1 has its DHCP address again", || {
-        sys.addr_on("eth1", "10.0.2.20")
+    sys.until("eth2 has its DHCP address again", || {
+        sys.addr_on("eth2", "10.0.2.30")
     });
     let rules = sys.rules();
     for want in [
         "suppress_ifgroup",
         "from 10.0.2.20 lookup",
         "from 10.0.2.30 lookup",
+        "from 10.0.2.21 lookup",
     ] {
         if !rules.contains(want) {
             sys.fail(&format!(
@@ -586,12 +587,15 @@ fn debian_guest_runs_the_package_under_systemd() {
             ));
         }
     }
-    // The kernel dropped table 10001's routes with the address; the agent
-    // puts them back when started.
+    // The drop-in does not cover addresses: networkd removed eth2's
+    // secondaries, and the kernel the table's routes with the DHCP address.
+    // The agent puts them back when started.
     sys.sh("systemctl start eniroute.service");
     sys.until_active("systemctl start");
-    sys.until_reached("10.0.2.20", "after systemctl start");
-    sys.assert_replies_leave("10.0.2.20", "eth1", "after systemctl start");
+    for ip in ["10.0.2.30", "10.0.2.31", "10.0.2.21"] {
+        sys.until_reached(ip, "after systemctl start");
+        sys.assert_replies_leave(ip, "eth2", "after systemctl start");
+    }
 
     // The administrator disables the unit; upgrades keep that, keep the
     // edited configuration, and restart a running daemon on the new binary.
