@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
 
-use crate::imds::client::ImdsOptions;
+use crate::imds::client::{ImdsOptions, MAX_TOKEN_TTL_SECS};
 use crate::values::{EniFacts, Mac, RpFilter};
 
 mod positions;
@@ -57,7 +57,7 @@ impl Default for MetadataConfig {
             endpoint: None,
             ipv6_endpoint: crate::imds::client::IPV6_ENDPOINT.into(),
             use_ipv6: false,
-            token_ttl_secs: 21600,
+            token_ttl_secs: MAX_TOKEN_TTL_SECS,
             request_timeout_ms: 2000,
             volatile_refresh_secs: 5,
             static_refresh_secs: 300,
@@ -446,24 +446,15 @@ impl Config {
     }
 }
 
-/// A configuration file that could not be used.
-#[derive(Debug)]
+/// A configuration file that could not be used: `path:line: what is wrong;
+/// what to do`.
+#[derive(Debug, thiserror::Error)]
+#[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
 pub struct ConfigError {
     pub path: PathBuf,
     pub line: Option<usize>,
     pub message: String,
 }
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{}: {}", self.path.display(), line, self.message),
-            None => write!(f, "{}: {}", self.path.display(), self.message),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// Loads the file at `path`, stopping at the first problem. A missing file
 /// at the default path means "all defaults"; a missing file the user named

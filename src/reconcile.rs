@@ -678,7 +678,7 @@ mod tests {
         NetlinkError {
             call,
             object,
-            errno: Some(crate::netlink::libc_errno::EEXIST),
+            errno: Some(nix::errno::Errno::EEXIST),
             message: "exists".into(),
         }
     }

@@ -18,19 +18,13 @@ use crate::values::{Link, Mac};
 
 pub const RUN_ROOT: &str = "/run/eniroute";
 
-#[derive(Debug)]
+/// A file or directory of the state that could not be used, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {message}", path.display())]
 pub struct StateError {
     pub path: PathBuf,
     pub message: String,
 }
-
-impl fmt::Display for StateError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path.display(), self.message)
-    }
-}
-
-impl std::error::Error for StateError {}
 
 fn err(path: &Path, e: impl fmt::Display) -> StateError {
     StateError {

@@ -11,9 +11,10 @@ use std::net::IpAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use eniroute::netlink::{libc_errno, Event, EventSocket, Kernel, LinkChange, RtNetlink};
+use eniroute::netlink::{Event, EventSocket, Kernel, LinkChange, RtNetlink};
 use eniroute::values::{Address, Family, KernelRoute, Link, Route, Rule, MAIN_TABLE};
 use ipnet::IpNet;
+use nix::errno::Errno;
 use nix::sched::{unshare, CloneFlags};
 
 const PROTO: u8 = 233;
@@ -543,48 +544,48 @@ fn races_are_reported_as_races_and_deletes_spare_foreign_objects() {
         assert!(e.is_race(), "{e}");
         assert_eq!(e.call, "RTM_DELRULE");
         assert_eq!(e.object, "rule from 10.0.2.20 lookup 10001 priority 10001");
-        assert_eq!(e.errno, Some(libc_errno::ENOENT));
+        assert_eq!(e.errno, Some(Errno::ENOENT));
 
         k.add_rule(&rule).await.expect("add rule");
         let e = k.add_rule(&rule).await.expect_err("duplicate rule");
-        assert_eq!(e.errno, Some(libc_errno::EEXIST), "{e}");
+        assert_eq!(e.errno, Some(Errno::EEXIST), "{e}");
         k.del_rule(&rule).await.expect("del rule");
 
         let subnet = route(TABLE, "10.0.2.0/24", None, "ea", ea, None);
         k.add_route(&subnet).await.expect("add route");
         let e = k.add_route(&subnet).await.expect_err("duplicate route");
         assert!(e.is_race(), "{e}");
-        assert_eq!(e.errno, Some(libc_errno::EEXIST));
+        assert_eq!(e.errno, Some(Errno::EEXIST));
         assert_eq!(e.call, "RTM_NEWROUTE");
         assert_eq!(e.object, subnet.to_string());
 
         let missing = route(TABLE, "10.0.9.0/24", None, "ea", ea, None);
         let e = k.del_route(&missing).await.expect_err("missing route");
         assert!(e.is_race(), "{e}");
-        assert_eq!(e.errno, Some(libc_errno::ESRCH));
+        assert_eq!(e.errno, Some(Errno::ESRCH));
 
         let gone = route(TABLE, "10.0.9.0/24", None, "gone", 9999, None);
         let e = k.add_route(&gone).await.expect_err("missing link");
         assert!(e.is_race(), "{e}");
-        assert_eq!(e.errno, Some(libc_errno::ENODEV));
+        assert_eq!(e.errno, Some(Errno::ENODEV));
 
         let a = address(ea, "ea", "10.0.2.20/24", false);
         k.add_address(&a).await.expect("add address");
         let e = k.add_address(&a).await.expect_err("duplicate address");
         assert!(e.is_race(), "{e}");
-        assert_eq!(e.errno, Some(libc_errno::EEXIST));
+        assert_eq!(e.errno, Some(Errno::EEXIST));
         let e = k
             .del_address(ea, net("10.0.2.99/24"))
             .await
             .expect_err("missing address");
         assert!(e.is_race(), "{e}");
-        assert_eq!(e.errno, Some(libc_errno::EADDRNOTAVAIL));
+        assert_eq!(e.errno, Some(Errno::EADDRNOTAVAIL));
 
         // A real mistake is not a race, and says why.
         let bad = route(TABLE, "10.0.2.1/24", None, "ea", ea, None);
         let e = k.add_route(&bad).await.expect_err("host bits");
         assert!(!e.is_race(), "{e}");
-        assert_eq!(e.errno, Some(22));
+        assert_eq!(e.errno, Some(Errno::EINVAL));
         assert!(
             e.to_string()
                 .starts_with("RTM_NEWROUTE for route 10.0.2.1/24 dev ea"),
@@ -798,7 +799,7 @@ fn altnames_are_added_read_back_resolved_by_ip_and_removed() {
             .set_altname(other, "device-number-1", true)
             .await
             .expect_err("duplicate altname");
-        assert_eq!(e.errno, Some(libc_errno::EEXIST), "{e}");
+        assert_eq!(e.errno, Some(Errno::EEXIST), "{e}");
         assert!(e.is_race());
         assert!(e.to_string().contains("altname device-number-1"), "{e}");
 

@@ -8,6 +8,8 @@ use ipnet::IpNet;
 
 use super::positions::{display_path, Seg};
 use super::{is_glob, Config, EniMatch, LogConfig, MetadataConfig, Numbering, UserRoute};
+use crate::imds::client::MAX_TOKEN_TTL_SECS;
+use crate::imds::endpoint;
 use crate::values::EniKey;
 
 /// One thing wrong with a configuration.
@@ -39,7 +41,6 @@ pub const LOG_FORMATS: &[&str] = &["auto", "text", "journal"];
 
 pub const MTU_MIN: u32 = 576;
 pub const MTU_MAX: u32 = 9216;
-pub const TOKEN_TTL_MAX: u32 = 21600;
 pub const TIMEOUT_MS_MIN: u64 = 100;
 pub const TIMEOUT_MS_MAX: u64 = 10000;
 
@@ -131,15 +132,15 @@ fn metadata(c: &mut Checker, m: &MetadataConfig) {
     .into_iter()
     .filter_map(|(k, url)| Some((k, url?)))
     {
-        if let Err(why) = check_endpoint(url) {
+        if let Err(why) = endpoint::parse(url) {
             c.report(key("metadata", k), format!("metadata.{k} = {url:?} {why}"));
         }
     }
-    if !(1..=TOKEN_TTL_MAX).contains(&m.token_ttl_secs) {
+    if !(1..=MAX_TOKEN_TTL_SECS).contains(&m.token_ttl_secs) {
         c.report(
             key("metadata", "token_ttl_secs"),
             format!(
-                "metadata.token_ttl_secs = {} is out of range; use 1 to {TOKEN_TTL_MAX} seconds \
+                "metadata.token_ttl_secs = {} is out of range; use 1 to {MAX_TOKEN_TTL_SECS} seconds \
                  (IMDS issues tokens for at most 6 hours)",
                 m.token_ttl_secs
             ),
@@ -166,76 +167,6 @@ fn metadata(c: &mut Checker, m: &MetadataConfig) {
             );
         }
     }
-}
-
-/// IMDS is plain HTTP on a link-local address; the client needs a scheme,
-/// a host and at most a port, and appends the paths itself.
-fn check_endpoint(url: &str) -> Result<(), String> {
-    let rest = if let Some(rest) = url.strip_prefix("http://") {
-        rest
-    } else if url.starts_with("https://") {
-        return Err(
-            "uses https, but the instance metadata service speaks only plain HTTP \
-                    (its link-local address never leaves the instance); write http://"
-                .into(),
-        );
-    } else {
-        return Err(
-            "is not an http:// URL; write it as http://HOST[:PORT], e.g. http://169.254.169.254"
-                .into(),
-        );
-    };
-    if rest.contains('/') || rest.contains('?') || rest.contains('#') {
-        return Err(
-            "has a path; give only http://HOST[:PORT], the agent adds /latest/… itself".into(),
-        );
-    }
-    let (host, port) = if let Some(after) = rest.strip_prefix('[') {
-        let Some((v6, tail)) = after.split_once(']') else {
-            return Err(
-                "has an unclosed [ in its IPv6 address; write e.g. http://[fd00:ec2::254]".into(),
-            );
-        };
-        if v6.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(format!(
-                "has {v6:?} between [ ], which is not an IPv6 address"
-            ));
-        }
-        match tail {
-            "" => (v6, None),
-            t => match t.strip_prefix(':') {
-                Some(p) => (v6, Some(p)),
-                None => return Err("has text after the ] that is not :PORT".into()),
-            },
-        }
-    } else {
-        match rest.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (rest, None),
-        }
-    };
-    if host.is_empty() {
-        return Err("has no host; write e.g. http://169.254.169.254".into());
-    }
-    let bracketed = rest.starts_with('[');
-    if !bracketed
-        && !host
-            .chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || ch == '.' || ch == '-')
-    {
-        return Err(format!(
-            "has {host:?} as host, which is neither an address nor a host name (put an IPv6 \
-             address in [ ])"
-        ));
-    }
-    if let Some(p) = port {
-        if !matches!(p.parse::<u16>(), Ok(n) if n > 0) {
-            return Err(format!(
-                "has port {p:?}; a port is a number from 1 to 65535"
-            ));
-        }
-    }
-    Ok(())
 }
 
 fn numbering(c: &mut Checker, n: &Numbering) {
@@ -557,34 +488,6 @@ mod tests {
         assert_eq!(TABLE_SPAN, 6400);
         assert_eq!(MAX_TABLE_BASE, 26366);
         assert_eq!(MAX_TABLE_BASE + 6399, MAIN_RULE_PRIORITY - 1);
-    }
-
-    #[test]
-    fn endpoints() {
-        for ok in [
-            "http://169.254.169.254",
-            "http://[fd00:ec2::254]",
-            "http://127.0.0.1:8080",
-            "http://[::1]:1338",
-            "http://imds.local",
-        ] {
-            assert_eq!(check_endpoint(ok), Ok(()), "{ok}");
-        }
-        for bad in [
-            "https://169.254.169.254",
-            "169.254.169.254",
-            "http://",
-            "http://169.254.169.254/",
-            "http://169.254.169.254/latest",
-            "http://[fd00:ec2::254",
-            "http://[nothex]",
-            "http://host:0",
-            "http://host:99999",
-            "http://ho st",
-            "http://fd00::1",
-        ] {
-            assert!(check_endpoint(bad).is_err(), "{bad}");
-        }
     }
 
     #[test]

@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use tokio::sync::Mutex;
 
+use super::endpoint::{self, EndpointError};
+
 /// Largest body accepted. Real metadata values are a few hundred bytes; a
 /// larger answer is a broken or hostile endpoint, not data.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -57,7 +59,7 @@ pub struct ImdsOptions {
     /// connection refused, timeout): the IPv6 endpoint when none was
     /// configured, as amazon-ec2-net-utils does. `None`: `endpoint` only.
     pub fallback: Option<String>,
-    /// Lifetime requested for session tokens, 1..=21600 seconds.
+    /// Lifetime requested for session tokens, 1..=[`MAX_TOKEN_TTL_SECS`].
     pub token_ttl_secs: u32,
     /// Upper bound on one attempt: connect, send, and read the whole body.
     pub request_timeout: Duration,
@@ -87,25 +89,36 @@ impl Default for ImdsOptions {
 }
 
 /// Why a metadata request failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// The options cannot work (bad endpoint URL, TTL out of range).
+    /// The options cannot work (TTL out of range, zero timeouts).
+    #[error("{0}")]
     Config(String),
+    /// The endpoint URL breaks the rules of [`endpoint::parse`].
+    #[error("invalid endpoint: it {0}")]
+    Endpoint(EndpointError),
     /// The endpoint answered with a status that is neither success nor 404.
+    #[error("HTTP {0}")]
     Status(u16),
+    #[error("timed out")]
     Timeout,
+    #[error("connect: {0}")]
     Connect(String),
     /// The connection failed after it was established (reset, closed early).
+    #[error("connection: {0}")]
     Transport(String),
-    BodyTooLarge {
-        limit: usize,
-    },
+    #[error("body exceeds {limit} bytes")]
+    BodyTooLarge { limit: usize },
     /// The body is not UTF-8 text, which every metadata value is.
+    #[error("body is not UTF-8 text")]
     NotText,
     /// A 200 whose body cannot be what the path holds.
+    #[error("unexpected body: {0}")]
     Malformed(String),
-    /// No session token could be obtained, so the GET was never sent.
+    /// No session token could be obtained, so the GET was never sent. The
+    /// cause is part of the message, as every other kind's detail is.
+    #[error("no session token (PUT {TOKEN_PATH}: {cause}{})", after_attempts(*attempts))]
     Token {
         cause: Box<ErrorKind>,
         attempts: u32,
@@ -130,36 +143,32 @@ impl ErrorKind {
     }
 }
 
-fn attempts_suffix(f: &mut fmt::Formatter<'_>, attempts: u32) -> fmt::Result {
+/// ` after N attempts` when there was more than one.
+fn after_attempts(attempts: u32) -> String {
     match attempts {
-        0 | 1 => Ok(()),
-        n => write!(f, " after {n} attempts"),
+        0 | 1 => String::new(),
+        n => format!(" after {n} attempts"),
     }
 }
 
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ErrorKind::Config(m) => write!(f, "{m}"),
-            ErrorKind::Status(code) => write!(f, "HTTP {code}"),
-            ErrorKind::Timeout => write!(f, "timed out"),
-            ErrorKind::Connect(m) => write!(f, "connect: {m}"),
-            ErrorKind::Transport(m) => write!(f, "connection: {m}"),
-            ErrorKind::BodyTooLarge { limit } => write!(f, "body exceeds {limit} bytes"),
-            ErrorKind::NotText => write!(f, "body is not UTF-8 text"),
-            ErrorKind::Malformed(m) => write!(f, "unexpected body: {m}"),
-            ErrorKind::Token { cause, attempts } => {
-                write!(f, "no session token (PUT {TOKEN_PATH}: {cause}")?;
-                attempts_suffix(f, *attempts)?;
-                write!(f, ")")
-            }
-        }
+/// ` GET latest/meta-data/mac`, or nothing for an error before any request.
+fn request(method: &str, path: &str) -> String {
+    if path.is_empty() {
+        String::new()
+    } else {
+        format!(" {method} {path}")
     }
 }
 
 /// A metadata request that did not produce a value or a definite "absent".
-/// Displays as one line naming the endpoint, the request and the cause.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Displays as one line naming the endpoint, the request and why; the why is
+/// an [`ErrorKind`], not a separate error, so there is no `source()`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "metadata {endpoint}{}: {kind}{}",
+    request(method, path),
+    after_attempts(*attempts)
+)]
 pub struct ImdsError {
     endpoint: String,
     method: &'static str,
@@ -201,19 +210,6 @@ impl ImdsError {
         self.attempts
     }
 }
-
-impl fmt::Display for ImdsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "metadata {}", self.endpoint)?;
-        if !self.path.is_empty() {
-            write!(f, " {} {}", self.method, self.path)?;
-        }
-        write!(f, ": {}", self.kind)?;
-        attempts_suffix(f, self.attempts)
-    }
-}
-
-impl std::error::Error for ImdsError {}
 
 /// A session token and the moment to stop using it.
 struct Token {
@@ -330,14 +326,8 @@ impl ImdsClient {
                 .filter(|f| *f != endpoint),
         );
         for url in &endpoints {
-            match reqwest::Url::parse(url) {
-                Ok(u) if u.scheme() == "http" && u.host().is_some() => {}
-                Ok(_) => {
-                    return Err(config_err(format!(
-                        "endpoint {url} must be an http:// URL with a host"
-                    )))
-                }
-                Err(e) => return Err(config_err(format!("invalid endpoint {url}: {e}"))),
+            if let Err(e) = endpoint::parse(url) {
+                return Err(ImdsError::new(url, "", "", ErrorKind::Endpoint(e)));
             }
         }
         if !(1..=MAX_TOKEN_TTL_SECS).contains(&opts.token_ttl_secs) {

@@ -182,7 +182,8 @@ async fn mac_listing(client: &ImdsClient) -> Result<Vec<Mac>, ImdsError> {
         .get(MACS_PATH)
         .await?
         .ok_or_else(|| malformed(client, MACS_PATH, "MAC listing missing (404)".into()))?;
-    let macs = parse::mac_listing(&body).map_err(|e| malformed(client, MACS_PATH, e))?;
+    let macs =
+        parse::mac_listing(&body).map_err(|e| malformed(client, MACS_PATH, e.to_string()))?;
     if macs.is_empty() {
         return Err(malformed(client, MACS_PATH, "MAC listing is empty".into()));
     }

@@ -8,7 +8,23 @@ use std::str::FromStr;
 use ipnet::Ipv4Net;
 
 use super::model::{Eni, EniState};
-use crate::values::{EniKey, Mac};
+use crate::values::{EniKey, EniKeyError, Mac, ParseMacError};
+
+/// A metadata value that cannot be what its key holds. The ENI it belongs
+/// to is left alone; the others are not.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("key {key}: {value:?} is not a number")]
+    NotANumber { key: String, value: String },
+    #[error("key {key}: {value:?} is not valid")]
+    Invalid { key: String, value: String },
+    #[error("key subnet-ipv4-cidr-block: {0:?} is not a CIDR")]
+    SubnetNotCidr(String),
+    #[error("key local-ipv4s: primary address {ip} is outside subnet {net}")]
+    PrimaryOutsideSubnet { ip: Ipv4Addr, net: Ipv4Net },
+    #[error("key device-number")]
+    Key(#[from] EniKeyError),
+}
 
 /// The per-MAC keys read under `network/interfaces/macs/<mac>/`.
 pub const ENI_KEYS: &[&str] = &[
@@ -37,16 +53,12 @@ pub const VOLATILE_KEYS: &[&str] = &["local-ipv4s", "ipv4-prefix", "ipv6s", "ipv
 pub type EniKeys = BTreeMap<String, Option<String>>;
 
 /// Parses the MAC listing (`0a:…:01/` per line).
-pub fn mac_listing(body: &str) -> Result<Vec<Mac>, String> {
+pub fn mac_listing(body: &str) -> Result<Vec<Mac>, ParseMacError> {
     let mut macs = body
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
-        .map(|l| {
-            l.trim_end_matches('/')
-                .parse::<Mac>()
-                .map_err(|e| e.to_string())
-        })
+        .map(|l| l.trim_end_matches('/').parse::<Mac>())
         .collect::<Result<Vec<_>, _>>()?;
     macs.sort();
     macs.dedup();
@@ -61,7 +73,7 @@ pub fn eni(mac: Mac, primary: bool, keys: &EniKeys) -> EniState {
         Ok(Parsed::NotReady(reason)) => EniState::NotReady { mac, reason },
         Err(error) => EniState::Invalid {
             mac,
-            error: format!("ENI {mac}: {error}"),
+            error: format!("ENI {mac}: {}", crate::error_chain(&error)),
         },
     }
 }
@@ -76,27 +88,31 @@ fn value<'a>(keys: &'a EniKeys, key: &str) -> Option<&'a str> {
     keys.get(key).and_then(|v| v.as_deref()).map(str::trim)
 }
 
-fn number(keys: &EniKeys, key: &str) -> Result<Option<u32>, String> {
+fn number(keys: &EniKeys, key: &str) -> Result<Option<u32>, ValueError> {
     value(keys, key)
         .map(|v| {
-            v.parse::<u32>()
-                .map_err(|_| format!("key {key}: {v:?} is not a number"))
+            v.parse::<u32>().map_err(|_| ValueError::NotANumber {
+                key: key.to_string(),
+                value: v.to_string(),
+            })
         })
         .transpose()
 }
 
-fn list<T: FromStr>(keys: &EniKeys, key: &str) -> Result<Vec<T>, String> {
+fn list<T: FromStr>(keys: &EniKeys, key: &str) -> Result<Vec<T>, ValueError> {
     value(keys, key)
         .unwrap_or("")
         .split_whitespace()
         .map(|v| {
-            v.parse::<T>()
-                .map_err(|_| format!("key {key}: {v:?} is not valid"))
+            v.parse::<T>().map_err(|_| ValueError::Invalid {
+                key: key.to_string(),
+                value: v.to_string(),
+            })
         })
         .collect()
 }
 
-fn parse_eni(mac: Mac, primary: bool, keys: &EniKeys) -> Result<Parsed, String> {
+fn parse_eni(mac: Mac, primary: bool, keys: &EniKeys) -> Result<Parsed, ValueError> {
     let Some(device) = number(keys, "device-number")? else {
         return Ok(Parsed::NotReady("device-number not yet in metadata".into()));
     };
@@ -112,21 +128,19 @@ fn parse_eni(mac: Mac, primary: bool, keys: &EniKeys) -> Result<Parsed, String> 
             "device-number reads 0 on a secondary ENI (metadata still propagating)".into(),
         ));
     }
-    let key = EniKey::new(card, device).map_err(|e| format!("key device-number: {e}"))?;
+    let key = EniKey::new(card, device)?;
     let ipv4s: Vec<Ipv4Addr> = list(keys, "local-ipv4s")?;
     let ipv6s: Vec<Ipv6Addr> = list(keys, "ipv6s")?;
     let subnet_v4 = value(keys, "subnet-ipv4-cidr-block")
         .filter(|v| !v.is_empty())
         .map(|v| {
             v.parse::<Ipv4Net>()
-                .map_err(|_| format!("key subnet-ipv4-cidr-block: {v:?} is not a CIDR"))
+                .map_err(|_| ValueError::SubnetNotCidr(v.to_string()))
         })
         .transpose()?;
     if let (Some(net), Some(ip)) = (subnet_v4, ipv4s.first()) {
         if !net.contains(ip) {
-            return Err(format!(
-                "key local-ipv4s: primary address {ip} is outside subnet {net}"
-            ));
+            return Err(ValueError::PrimaryOutsideSubnet { ip: *ip, net });
         }
     }
     if !ipv4s.is_empty() && subnet_v4.is_none() {
@@ -164,7 +178,8 @@ pub fn instance_from(
         .parse()
         .map_err(|e| format!("top-level mac: {e}"))?;
     let listing = get("network/interfaces/macs/").unwrap_or_default();
-    let enis = mac_listing(&listing)?
+    let enis = mac_listing(&listing)
+        .map_err(|e| e.to_string())?
         .into_iter()
         .map(|mac| {
             let keys: EniKeys = ENI_KEYS

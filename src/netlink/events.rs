@@ -15,29 +15,23 @@ use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::protocols::NETLINK_ROUTE;
 use netlink_sys::{AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket};
+use nix::errno::Errno;
 use nix::sys::socket::{setsockopt, sockopt};
+use rtnetlink::MulticastGroup;
 
 use crate::netlink::msg;
 use crate::netlink::request::io_error;
-use crate::netlink::{libc_errno, NetlinkError};
+use crate::netlink::NetlinkError;
 use crate::values::Mac;
 
-const RTNLGRP_LINK: u32 = 1;
-const RTNLGRP_IPV4_IFADDR: u32 = 5;
-const RTNLGRP_IPV4_ROUTE: u32 = 7;
-const RTNLGRP_IPV4_RULE: u32 = 8;
-const RTNLGRP_IPV6_IFADDR: u32 = 9;
-const RTNLGRP_IPV6_ROUTE: u32 = 11;
-const RTNLGRP_IPV6_RULE: u32 = 19;
-
-const GROUPS: [u32; 7] = [
-    RTNLGRP_LINK,
-    RTNLGRP_IPV4_IFADDR,
-    RTNLGRP_IPV6_IFADDR,
-    RTNLGRP_IPV4_ROUTE,
-    RTNLGRP_IPV6_ROUTE,
-    RTNLGRP_IPV4_RULE,
-    RTNLGRP_IPV6_RULE,
+const GROUPS: [MulticastGroup; 7] = [
+    MulticastGroup::Link,
+    MulticastGroup::Ipv4Ifaddr,
+    MulticastGroup::Ipv6Ifaddr,
+    MulticastGroup::Ipv4Route,
+    MulticastGroup::Ipv6Route,
+    MulticastGroup::Ipv4Rule,
+    MulticastGroup::Ipv6Rule,
 ];
 
 /// Room for bursts (an ENI attach or a networkd restart produces hundreds of
@@ -97,7 +91,9 @@ impl EventSocket {
         }
         raw.bind(&SocketAddr::new(0, 0)).map_err(err("bind"))?;
         for group in GROUPS {
-            raw.add_membership(group).map_err(err("setsockopt"))?;
+            // NETLINK_ADD_MEMBERSHIP takes the group number itself.
+            raw.add_membership(group as u32)
+                .map_err(err("setsockopt"))?;
         }
         Ok(EventSocket {
             socket,
@@ -119,7 +115,7 @@ impl EventSocket {
                         parse_datagram(&data, &mut self.pending);
                     }
                 }
-                Err(e) if e.raw_os_error() == Some(libc_errno::ENOBUFS) => {
+                Err(e) if e.raw_os_error() == Some(Errno::ENOBUFS as i32) => {
                     self.drain();
                     return Ok(Event::Overrun);
                 }
@@ -143,7 +139,7 @@ impl EventSocket {
             buf.clear();
             match socket.recv(&mut buf, 0) {
                 Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc_errno::ENOBUFS) => {}
+                Err(e) if e.raw_os_error() == Some(Errno::ENOBUFS as i32) => {}
                 // EAGAIN: empty (the socket is non-blocking).
                 Err(_) => break,
             }

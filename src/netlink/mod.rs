@@ -2,9 +2,8 @@
 //! them, in the values of [`crate::values`]. Nothing above this module sees
 //! a netlink message. [`Kernel`] is the whole host as the agent sees it.
 
-use std::fmt;
-
 use ipnet::IpNet;
+use nix::errno::Errno;
 
 use crate::sysctl::{Sysctl, SysctlError};
 use crate::values::{Address, KernelRoute, KernelRule, Link, Route, Rule};
@@ -79,15 +78,17 @@ impl EventSource for EventSocket {
     }
 }
 
-/// A failed netlink call: which call, on what, and the kernel's answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A failed netlink call: which call, on what, and the kernel's answer. The
+/// kernel's answer is the whole cause, so this error has no `source()`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{call} for {object}: {message}")]
 pub struct NetlinkError {
     /// e.g. `RTM_NEWRULE`
     pub call: &'static str,
     /// What the call was about, e.g. `rule from 10.0.2.20 lookup 10001 priority 10001`.
     pub object: String,
     /// The kernel's errno, when it sent one.
-    pub errno: Option<i32>,
+    pub errno: Option<Errno>,
     pub message: String,
 }
 
@@ -98,29 +99,9 @@ impl NetlinkError {
     pub fn is_race(&self) -> bool {
         matches!(
             self.errno,
-            Some(libc_errno::EEXIST)
-                | Some(libc_errno::ESRCH)
-                | Some(libc_errno::ENODEV)
-                | Some(libc_errno::ENOENT)
-                | Some(libc_errno::EADDRNOTAVAIL)
+            Some(
+                Errno::EEXIST | Errno::ESRCH | Errno::ENODEV | Errno::ENOENT | Errno::EADDRNOTAVAIL
+            )
         )
     }
-}
-
-impl fmt::Display for NetlinkError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} for {}: {}", self.call, self.object, self.message)
-    }
-}
-
-impl std::error::Error for NetlinkError {}
-
-/// The errno values the reconciler cares about (Linux numbering).
-pub mod libc_errno {
-    pub const ENOENT: i32 = 2;
-    pub const ESRCH: i32 = 3;
-    pub const EEXIST: i32 = 17;
-    pub const ENODEV: i32 = 19;
-    pub const EADDRNOTAVAIL: i32 = 99;
-    pub const ENOBUFS: i32 = 105;
 }

@@ -23,7 +23,9 @@ use crate::values::{
     Address, Family, KernelRoute, KernelRule, Link, LinkAddress, Mac, Route, Rule,
 };
 
-/// `FRA_PAD`: alignment padding in rule dumps, not a selector.
+/// `FRA_PAD` from `<linux/fib_rules.h>`: alignment padding in rule dumps, not
+/// a selector. netlink-packet-route leaves it out of `RuleAttribute`, and
+/// libc does not define it.
 const FRA_PAD: u16 = 18;
 
 fn address_family(family: Family) -> AddressFamily {

@@ -6,18 +6,22 @@ use std::num::NonZeroI32;
 
 use futures::StreamExt;
 use netlink_packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_DUMP,
-    NLM_F_DUMP_INTR, NLM_F_REQUEST,
+    NetlinkMessage, NetlinkPayload, NlasIterator, NLMSG_ALIGNTO, NLM_F_ACK, NLM_F_ACK_TLVS,
+    NLM_F_CAPPED, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
 };
 use netlink_packet_route::RouteNetlinkMessage;
+use nix::errno::Errno;
+use nix::libc::nlmsghdr;
 use rtnetlink::Handle;
 
 use crate::netlink::NetlinkError;
 
-/// `NLMSGERR_ATTR_MSG`: the kernel's human-readable reason (extended ack).
+/// `NLMSGERR_ATTR_MSG` from `<linux/netlink.h>`: the kernel's
+/// human-readable reason in an extended ack. Neither the netlink crates nor
+/// libc export the extended-ack attribute numbers.
 const NLMSGERR_ATTR_MSG: u16 = 1;
-/// Length of `struct nlmsghdr`.
-const NLMSG_HDRLEN: usize = 16;
+/// The header the kernel echoes in front of a capped error.
+const NLMSG_HDRLEN: usize = std::mem::size_of::<nlmsghdr>();
 /// A dump that the kernel marks inconsistent (the table changed while it
 /// was being dumped) is retried this many times in all.
 const DUMP_ATTEMPTS: usize = 3;
@@ -43,7 +47,7 @@ pub(crate) fn io_error(
     NetlinkError {
         call,
         object: object.into(),
-        errno: err.raw_os_error(),
+        errno: err.raw_os_error().map(Errno::from_raw),
         message: err.to_string(),
     }
 }
@@ -64,7 +68,7 @@ fn kernel_error(
     NetlinkError {
         call,
         object,
-        errno: Some(errno),
+        errno: Some(Errno::from_raw(errno)),
         message,
     }
 }
@@ -82,25 +86,19 @@ fn ext_ack_message(flags: u16, payload: &[u8]) -> Option<String> {
         let len = payload.get(0..4)?;
         u32::from_ne_bytes(len.try_into().ok()?) as usize
     };
-    let mut rest = payload.get(align4(echoed)..)?;
-    while rest.len() >= 4 {
-        let len = u16::from_ne_bytes([rest[0], rest[1]]) as usize;
-        let kind = u16::from_ne_bytes([rest[2], rest[3]]) & 0x3fff;
-        if len < 4 {
-            return None;
-        }
-        let value = rest.get(4..len)?;
-        if kind == NLMSGERR_ATTR_MSG {
-            let text = value.split(|b| *b == 0).next().unwrap_or_default();
+    let attributes = payload.get(align(echoed)..)?;
+    for nla in NlasIterator::new(attributes) {
+        let nla = nla.ok()?;
+        if nla.kind() == NLMSGERR_ATTR_MSG {
+            let text = nla.value().split(|b| *b == 0).next().unwrap_or_default();
             return Some(String::from_utf8_lossy(text).into_owned());
         }
-        rest = rest.get(align4(len)..).unwrap_or_default();
     }
     None
 }
 
-fn align4(len: usize) -> usize {
-    (len + 3) & !3
+fn align(len: usize) -> usize {
+    len.next_multiple_of(usize::from(NLMSG_ALIGNTO))
 }
 
 fn closed(call: &'static str, object: String) -> NetlinkError {
@@ -216,7 +214,7 @@ mod tests {
         v.extend_from_slice(&(len as u16).to_ne_bytes());
         v.extend_from_slice(&kind.to_ne_bytes());
         v.extend_from_slice(value);
-        v.resize(align4(len), 0);
+        v.resize(align(len), 0);
         v
     }
 
@@ -267,7 +265,7 @@ mod tests {
             0,
             &[],
         );
-        assert_eq!(e.errno, Some(17));
+        assert_eq!(e.errno, Some(Errno::EEXIST));
         assert!(e.is_race());
         assert!(e.message.contains("File exists"), "{}", e.message);
     }

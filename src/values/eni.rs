@@ -26,16 +26,9 @@ impl Mac {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid MAC address {0:?}")]
 pub struct ParseMacError(String);
-
-impl fmt::Display for ParseMacError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid MAC address {:?}", self.0)
-    }
-}
-
-impl std::error::Error for ParseMacError {}
 
 impl FromStr for Mac {
     type Err = ParseMacError;
@@ -103,18 +96,12 @@ impl EniKey {
     pub const MAX_CARD: u32 = 63;
     pub const MAX_DEVICE: u32 = 99;
 
-    pub fn new(card: u32, device: u32) -> Result<Self, String> {
+    pub fn new(card: u32, device: u32) -> Result<Self, EniKeyError> {
         if card > Self::MAX_CARD {
-            return Err(format!(
-                "network card {card} is out of range 0..={}",
-                Self::MAX_CARD
-            ));
+            return Err(EniKeyError::Card(card));
         }
         if device > Self::MAX_DEVICE {
-            return Err(format!(
-                "device number {device} is out of range 0..={}",
-                Self::MAX_DEVICE
-            ));
+            return Err(EniKeyError::Device(device));
         }
         Ok(EniKey { card, device })
     }
@@ -123,6 +110,15 @@ impl EniKey {
     pub fn table(&self, base: u32) -> u32 {
         base + 100 * self.card + self.device
     }
+}
+
+/// A card or device number no EC2 instance has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EniKeyError {
+    #[error("network card {0} is out of range 0..={max}", max = EniKey::MAX_CARD)]
+    Card(u32),
+    #[error("device number {0} is out of range 0..={max}", max = EniKey::MAX_DEVICE)]
+    Device(u32),
 }
 
 impl fmt::Display for EniKey {

@@ -5,7 +5,7 @@
 mod eni;
 mod routing;
 
-pub use eni::{EniFacts, EniKey, Mac, ParseMacError};
+pub use eni::{EniFacts, EniKey, EniKeyError, Mac, ParseMacError};
 pub use routing::{
     table_name, Address, Family, KernelRoute, KernelRule, Link, LinkAddress, LinkSettings, Route,
     RpFilter, Rule, MAIN_TABLE,
