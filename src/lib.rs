@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod altname;
+pub mod backoff;
 pub mod cli;
 pub mod coexist;
 pub mod config;

@@ -15,7 +15,6 @@
 //!   call share one time budget, so a dead endpoint fails in a few seconds.
 
 use std::fmt;
-use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -645,18 +644,8 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 /// attempt, half of it fixed and half random, so that agents on many hosts
 /// restarted together do not retry in lockstep.
 fn backoff(base: Duration, attempt: u32) -> Duration {
-    let step = base
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
-        .min(MAX_BACKOFF);
-    let half = step / 2;
-    half + half.mul_f64(jitter())
-}
-
-/// A number in [0, 1). Each `RandomState` is keyed from OS randomness, which
-/// is plenty for spreading retries and needs no random-number crate.
-fn jitter() -> f64 {
-    let x = std::collections::hash_map::RandomState::new().hash_one(Instant::now());
-    (x >> 11) as f64 / (1u64 << 53) as f64
+    let step = crate::backoff::doubling(base, attempt, MAX_BACKOFF);
+    crate::backoff::spread(step, 0.5, 1.0, crate::backoff::random_unit())
 }
 
 #[cfg(test)]
@@ -674,13 +663,6 @@ mod tests {
             }
         }
         assert!(backoff(base, 40) <= MAX_BACKOFF);
-    }
-
-    #[test]
-    fn jitter_varies() {
-        let samples: Vec<f64> = (0..20).map(|_| jitter()).collect();
-        assert!(samples.iter().all(|j| (0.0..1.0).contains(j)));
-        assert!(samples.windows(2).any(|w| w[0] != w[1]));
     }
 
     #[test]
