@@ -44,7 +44,24 @@ pub fn run_dir() -> Result<PathBuf, StateError> {
 }
 
 fn ensure_dir(dir: &Path) -> Result<(), StateError> {
-    fs::create_dir_all(dir).map_err(|e| err(dir, e))
+    fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
+    if let Some(parent) = dir.parent() {
+        give_to_owner_of(dir, parent);
+    }
+    Ok(())
+}
+
+/// Under systemd /run/eniroute belongs to the unit's unprivileged user. What
+/// a root command (`eniroute apply` by hand) creates in it is handed to that
+/// user, or the daemon could not take the lock afterwards. Best effort: a
+/// process that may not chown leaves things as they are.
+fn give_to_owner_of(path: &Path, dir: &Path) {
+    let (Ok(d), Ok(p)) = (fs::metadata(dir), fs::metadata(path)) else {
+        return;
+    };
+    if (d.uid(), d.gid()) != (p.uid(), p.gid()) {
+        let _ = std::os::unix::fs::chown(path, Some(d.uid()), Some(d.gid()));
+    }
 }
 
 /// Held for the life of a process that changes the kernel, so two agents in
@@ -65,6 +82,7 @@ impl Lock {
             .write(true)
             .open(&path)
             .map_err(|e| err(&path, e))?;
+        give_to_owner_of(&path, dir);
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(mut file) => {
                 // The pid is for the message another process prints; the

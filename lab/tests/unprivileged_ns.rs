@@ -250,3 +250,67 @@ fn unit_user_daemon_repairs_a_deleted_rule_and_stops_leaving_routing() {
     assert_eq!(daemon.stop(), Some(0), "{}", logged());
     assert!(has_rule(), "stopping removed routing:\n{}", dumps(&inst.ns));
 }
+
+/// The unit's RuntimeDirectory exists (a start that stopped early, say on a
+/// configuration error), the administrator fixes things and tries
+/// `eniroute apply` as root, then starts the service: the daemon, as the
+/// unit's user, still takes the lock and keeps its records.
+#[test]
+fn root_apply_before_the_service_does_not_lock_the_unit_user_out() {
+    if !need_setpriv("root_apply_before_the_service_does_not_lock_the_unit_user_out") {
+        return;
+    }
+    let lab = world::management_network().unwrap();
+    let inst = &lab.inst;
+    let scratch = Scratch::new("rootfirst");
+    let o = inst
+        .ns
+        .command(bin())
+        .arg("--imds-endpoint")
+        .arg(&inst.endpoint)
+        .arg("--config")
+        .arg(scratch.dir.join("config.toml"))
+        .arg("apply")
+        .env("ENIROUTE_RUN_ROOT", scratch.run_root())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+
+    let log = scratch.dir.join("daemon.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut daemon = Running(Some(
+        scratch
+            .command(&inst.ns, &inst.endpoint, ",+net_admin", &["daemon"])
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap(),
+    ));
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    let rule = "from 10.0.2.21 lookup 10001";
+    let has_rule = || inst.ns.ip(["rule"]).unwrap_or_default().contains(rule);
+    inst.ns
+        .ip(["rule", "del", "from", "10.0.2.21", "lookup", "10001"])
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), has_rule).is_some(),
+        "the unit user's daemon did not take over:\n{}",
+        logged()
+    );
+    assert!(
+        daemon
+            .0
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None))),
+        "{}",
+        logged()
+    );
+    let files = state_files(&scratch.run_root());
+    assert!(
+        files
+            .iter()
+            .any(|(name, uid)| name == "lock" && *uid == UID),
+        "{files:?}"
+    );
+    assert_eq!(daemon.stop(), Some(0), "{}", logged());
+}
