@@ -13,9 +13,10 @@
 # [package.metadata.generate-rpm], with cargo-deb's and cargo-generate-rpm's
 # keys. This script does what those tools do with them: the binary stripped,
 # Depends computed by dpkg-shlibdeps (so the glibc version the binary needs
-# is stated), rpm's requirements computed by rpmbuild from the ELF file, the
-# architecture read from the binary's ELF header (an aarch64 build is arm64 /
-# aarch64 whatever the build host is), man page and changelog compressed, md5sums.
+# is stated; a static binary has none), rpm's requirements computed by
+# rpmbuild from the ELF file, the architecture read from the binary's ELF
+# header (an aarch64 build is arm64 / aarch64 whatever the build host is),
+# man page and changelog compressed, md5sums.
 # A script rather than cargo-deb: cargo-deb and cargo-generate-rpm are
 # compiled from source (minutes of CI on two cores for every fresh machine)
 # and their systemd scriptlets differ from the ones here (cargo-deb restarts
@@ -147,17 +148,22 @@ done < <(meta_block package.metadata.deb assets)
 install -D -m 0644 "$changelog" "$debroot/usr/share/doc/eniroute/changelog.Debian"
 gzip -9n "$debroot/usr/share/doc/eniroute/changelog.Debian"
 
-# dpkg-shlibdeps reads the package list of a source tree: give it one.
-shlibs=$(mktemp -d)
-mkdir -p "$shlibs/debian"
-printf 'Source: eniroute\n\nPackage: eniroute\nArchitecture: any\n' > "$shlibs/debian/control"
-depends=$(cd "$shlibs" && DEB_HOST_ARCH="$deb_arch" dpkg-shlibdeps -O "$debroot/usr/bin/eniroute" 2>/dev/null \
-    | sed -n 's/^shlibs:Depends=//p')
-rm -rf "$shlibs"
-if [ -z "$depends" ]; then
-    echo "dpkg-shlibdeps found no dependencies for $bin ($deb_arch)" >&2
-    exit 1
+# dpkg-shlibdeps reads the package list of a source tree: give it one. A
+# static binary (a musl build) needs no library, so $auto is empty.
+depends=""
+if readelf -d "$debroot/usr/bin/eniroute" | grep -q '(NEEDED)'; then
+    shlibs=$(mktemp -d)
+    mkdir -p "$shlibs/debian"
+    printf 'Source: eniroute\n\nPackage: eniroute\nArchitecture: any\n' > "$shlibs/debian/control"
+    depends=$(cd "$shlibs" && DEB_HOST_ARCH="$deb_arch" dpkg-shlibdeps -O "$debroot/usr/bin/eniroute" 2>/dev/null \
+        | sed -n 's/^shlibs:Depends=//p')
+    rm -rf "$shlibs"
+    if [ -z "$depends" ]; then
+        echo "dpkg-shlibdeps found no dependencies for $bin ($deb_arch); a cross build needs that architecture's libc6 installed (dpkg --add-architecture)" >&2
+        exit 1
+    fi
 fi
+depends=$(meta package.metadata.deb depends | sed "s/\$auto/$depends/; s/^, *//; s/, *\$//")
 
 installed_size=$(du -sk --exclude=DEBIAN "$debroot" | cut -f1)
 {
@@ -166,7 +172,7 @@ installed_size=$(du -sk --exclude=DEBIAN "$debroot" | cut -f1)
     echo "Architecture: $deb_arch"
     echo "Maintainer: $maintainer"
     echo "Installed-Size: $installed_size"
-    echo "Depends: $(meta package.metadata.deb depends | sed "s/\$auto/$depends/")"
+    echo "Depends: $depends"
     echo "Section: $(meta package.metadata.deb section)"
     echo "Priority: $(meta package.metadata.deb priority)"
     echo "Description: $(meta package.metadata.generate-rpm summary | sed 's/^Every/every/')"
@@ -229,7 +235,6 @@ rpm_changelog=$(awk '
     echo "Release: $revision"
     echo "Summary: $(meta package.metadata.generate-rpm summary)"
     echo "License: Apache-2.0"
-    echo "BuildArch: $rpm_arch"
     # Stripping and compressing are done above, the same for both packages.
     echo "%global __os_install_post %{nil}"
     echo "%global _build_id_links none"

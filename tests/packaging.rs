@@ -788,3 +788,56 @@ fn cloud_init_user_data_writes_a_configuration_the_agent_accepts() {
     let bake = std::fs::read_to_string(dir.join("ami-bake.sh")).unwrap();
     assert!(bake.contains("apply_full_imds_network_config: false"));
 }
+
+// --- another architecture ------------------------------------------------------
+
+/// An aarch64 program (static, as a musl build is) packaged on this host:
+/// the packages say arm64 / aarch64, read from the binary, whatever the
+/// build host is.
+#[test]
+fn an_aarch64_binary_is_packaged_as_arm64_and_aarch64() {
+    let Some(_) = built() else { return };
+    if !have("aarch64-linux-gnu-as") || !have("aarch64-linux-gnu-ld") {
+        skip("no aarch64 assembler (apt-get install binutils-aarch64-linux-gnu)");
+        return;
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("packages-aarch64");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // exit(0) through the aarch64 syscall ABI.
+    std::fs::write(
+        dir.join("prog.s"),
+        ".global _start\n_start:\n    mov x0, #0\n    mov x8, #93\n    svc #0\n",
+    )
+    .unwrap();
+    run(Command::new("aarch64-linux-gnu-as")
+        .arg("-o")
+        .arg(dir.join("prog.o"))
+        .arg(dir.join("prog.s")));
+    run(Command::new("aarch64-linux-gnu-ld")
+        .arg("-o")
+        .arg(dir.join("eniroute"))
+        .arg(dir.join("prog.o")));
+    let out = dir.join("out");
+    run(Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/build.sh"))
+        .arg("--bin")
+        .arg(dir.join("eniroute"))
+        .arg("--out")
+        .arg(&out));
+    let deb = out.join("eniroute_0.1.0-1_arm64.deb".replace("0.1.0", env!("CARGO_PKG_VERSION")));
+    assert_eq!(deb_field(&deb, "Architecture"), "arm64");
+    // Static: no library to depend on.
+    assert!(!deb_field(&deb, "Depends").contains("libc6"));
+    if have("rpmbuild") {
+        let rpm = out.join(format!(
+            "eniroute-{}-1.aarch64.rpm",
+            env!("CARGO_PKG_VERSION")
+        ));
+        let arch = run(Command::new("rpm")
+            .args(["-qp", "--qf", "%{ARCH}"])
+            .arg(&rpm));
+        assert_eq!(arch, "aarch64");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
