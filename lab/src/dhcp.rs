@@ -50,8 +50,9 @@ impl DhcpServer {
         }
         fs::write(&conf, text)?;
         let file = fs::File::create(&log)?;
-        let child = router
-            .command("dnsmasq")
+        let mut cmd = router.command("dnsmasq");
+        super::guest::stop_with_parent(&mut cmd);
+        let child = cmd
             .arg(format!("--conf-file={}", conf.display()))
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
@@ -60,11 +61,15 @@ impl DhcpServer {
             .map_err(|e| {
                 io::Error::new(e.kind(), format!("dnsmasq in netns {}: {e}", router.name()))
             })?;
+        let pid = child.id();
         let mut server = DhcpServer {
             child: Some(child),
             hosts,
             log,
         };
+        // dnsmasq outlives a killed test (it does not keep the parent-death
+        // signal), so the next run ends it by this record.
+        super::guest::record_pid(dir, "dnsmasq", pid)?;
         // Serving once it has logged its ranges; a bad option ends it at once.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {

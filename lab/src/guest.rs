@@ -11,6 +11,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -94,6 +95,12 @@ pub fn cache_key() -> String {
 /// complete, so an interrupted build is never used and two concurrent
 /// builds cannot mix: the second rename fails and its copy is dropped.
 pub fn rootfs(cache: &Path) -> Result<PathBuf, RootfsError> {
+    rootfs_in(cache, None)
+}
+
+/// As [`rootfs`], building inside `netns` if given (a namespace without a
+/// route to Debian's mirrors shows what happens offline).
+pub fn rootfs_in(cache: &Path, netns: Option<&Netns>) -> Result<PathBuf, RootfsError> {
     let done = cache.join(cache_key());
     if done.join("usr/lib/systemd/systemd").is_file() {
         return Ok(done);
@@ -104,7 +111,11 @@ pub fn rootfs(cache: &Path) -> Result<PathBuf, RootfsError> {
     let log = tmp.with_extension("log");
     let _cleanup = RemoveOnDrop(vec![tmp.clone(), log.clone()]);
     let logfile = fs::File::create(&log)?;
-    let status = Command::new("mmdebstrap")
+    let mut cmd = match netns {
+        Some(ns) => ns.command("mmdebstrap"),
+        None => Command::new("mmdebstrap"),
+    };
+    let status = cmd
         .arg(format!("--variant={VARIANT}"))
         .arg(format!("--include={}", PACKAGES.join(",")))
         .arg(SUITE)
@@ -177,7 +188,56 @@ fn remove_stale(cache: &Path) {
         };
         if stale {
             let path = entry.path();
+            end_recorded(&path);
             let _ = fs::remove_dir_all(&path).or_else(|_| fs::remove_file(&path));
+        }
+    }
+}
+
+/// Records that the run owning `dir` started process `pid` (`NAME.pid`), so
+/// that the next run can end it if this one dies without unwinding.
+pub fn record_pid(dir: &Path, name: &str, pid: u32) -> io::Result<()> {
+    fs::write(dir.join(format!("{name}.pid")), pid.to_string())
+}
+
+/// Ends the processes a dead run recorded under `dir` (see [`record_pid`]),
+/// each only if its command line still names a file under `dir`: that is
+/// the process the run started, not an unrelated one that reused the pid.
+fn end_recorded(dir: &Path) {
+    let mut files = Vec::new();
+    for d in [dir.to_path_buf()].into_iter().chain(
+        fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir()),
+    ) {
+        files.extend(
+            fs::read_dir(&d)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "pid")),
+        );
+    }
+    let needle = dir.to_string_lossy().into_owned();
+    for file in files {
+        let Some(pid) = fs::read_to_string(&file)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains(&needle) {
+            continue;
+        }
+        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }
@@ -257,6 +317,17 @@ fn chroot_systemctl(dir: &Path, args: &[&str]) -> io::Result<()> {
     super::netns::run(cmd).map(|_| ())
 }
 
+/// Makes the kernel send SIGTERM to the child when the thread that started
+/// it dies, so a test killed without unwinding (SIGKILL, a CI timeout)
+/// still ends what it started: systemd-nspawn halts its guest on SIGTERM.
+pub fn stop_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl(2) is async-signal-safe and touches no memory of the
+    // parent; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| nix::sys::prctl::set_pdeathsig(Signal::SIGTERM).map_err(io::Error::from));
+    }
+}
+
 /// A booted guest: `systemd-nspawn --boot` in a network namespace. Shut down
 /// (and, failing that, killed by pid) when dropped.
 pub struct Guest {
@@ -277,7 +348,9 @@ impl Guest {
         timeout: Duration,
     ) -> io::Result<Guest> {
         let file = fs::File::create(log)?;
-        let nspawn = Command::new("systemd-nspawn")
+        let mut cmd = Command::new("systemd-nspawn");
+        stop_with_parent(&mut cmd);
+        let nspawn = cmd
             .arg("--boot")
             .arg("--register=no")
             .arg("--keep-unit")
@@ -304,6 +377,9 @@ impl Guest {
             init: 0,
             log: log.to_path_buf(),
         };
+        if let Some(dir) = log.parent() {
+            record_pid(dir, "nspawn", nspawn_pid)?;
+        }
         let deadline = Instant::now() + timeout;
         guest.init = loop {
             // Until it has exec'd systemd, its mounts are not the guest's yet.

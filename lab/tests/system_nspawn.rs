@@ -26,7 +26,7 @@ use eniroute_lab::dhcp::DhcpServer;
 use eniroute_lab::guest::{self, Guest, RootfsError, RunDir};
 use eniroute_lab::imds_tree::instance_tree;
 use eniroute_lab::world::{self, EniPlan, LabInstance};
-use eniroute_lab::{Client, TcpServer, Vpc};
+use eniroute_lab::{Client, Netns, TcpServer, Vpc};
 
 /// What AL2023's 80-ec2.network does (DHCP on every ENI, which it matches
 /// by the ena/ixgbevf/vif drivers), for the lab's veth ENIs.
@@ -390,6 +390,9 @@ fn debian_guest_runs_the_package_under_systemd() {
         return cannot_run(&format!("{} not installed", missing.join(", ")));
     }
     let started = Instant::now();
+    // Namespaces of runs killed before they could clean up (their guest and
+    // DHCP server are ended by RunDir::create, below).
+    let _ = eniroute_lab::cleanup_stale();
     let cache = target_dir().join("nspawn");
     let cached = match guest::rootfs(&cache) {
         Ok(p) => p,
@@ -676,10 +679,13 @@ fn debian_guest_runs_the_package_under_systemd() {
     let t = Instant::now();
     sys.guest.shutdown().expect("shut the guest down");
     let t_shutdown = t.elapsed();
+    let t = Instant::now();
     drop(sys);
+    drop(run);
+    let t_cleanup = t.elapsed();
     note(&format!(
         "{} and {}: root filesystem {:.1} s, packages {:.1} s, boot {:.1} s, checks {:.1} s, \
-         shutdown {:.1} s, total {:.1} s",
+         shutdown {:.1} s, cleanup {:.1} s, total {:.1} s",
         first.path.file_name().unwrap_or_default().to_string_lossy(),
         newer.version,
         t_rootfs.as_secs_f64(),
@@ -687,6 +693,40 @@ fn debian_guest_runs_the_package_under_systemd() {
         t_boot.as_secs_f64(),
         t_checks.as_secs_f64(),
         t_shutdown.as_secs_f64(),
+        t_cleanup.as_secs_f64(),
         started.elapsed().as_secs_f64(),
     ));
+}
+
+/// Where Debian's mirrors cannot be reached and nothing is cached, the
+/// real-system test cannot run: the build says so in apt's own words and
+/// leaves nothing half-built behind. It runs in a namespace of its own with
+/// no route anywhere, so nothing leaves the machine.
+#[test]
+fn an_offline_build_is_reported_as_offline_and_leaves_no_cache() {
+    if !need_root("an_offline_build_is_reported_as_offline_and_leaves_no_cache") {
+        return;
+    }
+    if !guest::have("mmdebstrap") {
+        return cannot_run("mmdebstrap not installed");
+    }
+    let ns = Netns::create("offline").expect("namespace");
+    let run = RunDir::create(&target_dir().join("nspawn")).expect("run directory");
+    let cache = run.path().join("cache");
+    match guest::rootfs_in(&cache, Some(&ns)) {
+        Err(RootfsError::Offline(why)) => {
+            assert!(
+                why.contains("could not reach Debian's mirrors")
+                    && why.contains("Temporary failure resolving"),
+                "{why}"
+            );
+        }
+        Ok(p) => panic!("built {} without a network", p.display()),
+        Err(RootfsError::Failed(e)) => panic!("offline should be told apart: {e}"),
+    }
+    let left: Vec<_> = std::fs::read_dir(&cache)
+        .expect("the cache directory")
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .collect();
+    assert!(left.is_empty(), "left in the cache: {left:?}");
 }
