@@ -3,7 +3,6 @@
 //! netlink handle, and this network namespace's state directory held under
 //! its lock (with the address records kept there).
 
-use std::fmt;
 use std::path::PathBuf;
 
 use crate::config::Config;
@@ -12,37 +11,19 @@ use crate::netlink::{NetlinkError, RtNetlink};
 use crate::state::{self, AddressRecords, Lock, StateError};
 
 /// Why the agent could not be set up.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     /// The metadata settings do not make a usable client (a bad endpoint
     /// URL, a zero timeout): the configuration is at fault.
+    #[error(transparent)]
     Metadata(ImdsError),
     /// The state directory cannot be found or created, or another agent
     /// holds this namespace's lock.
+    #[error(transparent)]
     State(StateError),
     /// No netlink socket.
-    Netlink(NetlinkError),
-}
-
-impl fmt::Display for SetupError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            // Each names its endpoint or path itself.
-            SetupError::Metadata(e) => e.fmt(f),
-            SetupError::State(e) => e.fmt(f),
-            SetupError::Netlink(_) => f.write_str("cannot open a netlink socket"),
-        }
-    }
-}
-
-impl std::error::Error for SetupError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            SetupError::Metadata(e) => e.source(),
-            SetupError::State(e) => e.source(),
-            SetupError::Netlink(e) => Some(e),
-        }
-    }
+    #[error("cannot open a netlink socket")]
+    Netlink(#[source] NetlinkError),
 }
 
 /// Applies a metadata endpoint given on the command line, which wins over

@@ -660,6 +660,8 @@ mod tests {
         /// Links udev has not initialised.
         udev_pending: RefCell<BTreeSet<u32>>,
         sysctls: RefCell<BTreeMap<Sysctl, String>>,
+        /// /proc/sys refuses writes (read-only, as in some containers).
+        sysctls_read_only: std::cell::Cell<bool>,
         log: RefCell<Vec<String>>,
     }
 
@@ -820,6 +822,13 @@ mod tests {
                 .unwrap_or_else(|| "0".into()))
         }
         fn write_sysctl(&self, key: &Sysctl, value: &str) -> Result<(), SysctlError> {
+            if self.sysctls_read_only.get() {
+                return Err(SysctlError::Write {
+                    key: key.clone(),
+                    value: value.into(),
+                    source: std::io::Error::from_raw_os_error(30),
+                });
+            }
             self.log
                 .borrow_mut()
                 .push(format!("~ sysctl {key}={value}"));
@@ -1203,5 +1212,33 @@ mod tests {
                 .writes,
             0
         );
+    }
+
+    #[test]
+    fn a_sysctl_that_cannot_be_set_is_reported_and_the_rest_goes_in() {
+        let k = kernel_with_links();
+        k.sysctls_read_only.set(true);
+        let cfg = crate::config::parse(
+            "[[eni]]\nmatch = { device = 1 }\nforwarding = true\n",
+            std::path::Path::new("test.toml"),
+        )
+        .unwrap();
+        let mut rec = records();
+        let out = block_on(reconcile(
+            &k,
+            &fixture("management-network"),
+            &cfg,
+            &mut rec,
+        ))
+        .unwrap();
+        assert_eq!(
+            out.applied.errors,
+            ["cannot set sysctl net.ipv4.conf.eth1.forwarding to 1: Read-only file system (os error 30)"]
+        );
+        assert!(k
+            .rules
+            .borrow()
+            .iter()
+            .any(|r| r.rule.to_string() == "rule from 10.0.2.20 lookup 10001 priority 10001"));
     }
 }

@@ -42,44 +42,32 @@ impl fmt::Display for Sysctl {
 }
 
 /// A sysctl that could not be read or written.
-#[derive(Debug)]
-pub struct SysctlError {
-    pub key: Sysctl,
-    /// The value being written; `None` for a read.
-    pub value: Option<String>,
-    pub source: io::Error,
-}
-
-impl fmt::Display for SysctlError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.value {
-            Some(v) => write!(f, "cannot set sysctl {} to {v}", self.key),
-            None => write!(f, "cannot read sysctl {}", self.key),
-        }
-    }
-}
-
-impl std::error::Error for SysctlError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.source)
-    }
+#[derive(Debug, thiserror::Error)]
+pub enum SysctlError {
+    #[error("cannot read sysctl {key}")]
+    Read { key: Sysctl, source: io::Error },
+    #[error("cannot set sysctl {key} to {value}")]
+    Write {
+        key: Sysctl,
+        value: String,
+        source: io::Error,
+    },
 }
 
 pub fn read(key: &Sysctl) -> Result<String, SysctlError> {
     match std::fs::read_to_string(Sysctl::path(&key.0)) {
         Ok(text) => Ok(text.trim().to_string()),
-        Err(source) => Err(SysctlError {
+        Err(source) => Err(SysctlError::Read {
             key: key.clone(),
-            value: None,
             source,
         }),
     }
 }
 
 pub fn write(key: &Sysctl, value: &str) -> Result<(), SysctlError> {
-    std::fs::write(Sysctl::path(&key.0), value).map_err(|source| SysctlError {
+    std::fs::write(Sysctl::path(&key.0), value).map_err(|source| SysctlError::Write {
         key: key.clone(),
-        value: Some(value.to_string()),
+        value: value.to_string(),
         source,
     })
 }

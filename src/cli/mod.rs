@@ -262,3 +262,40 @@ pub fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {
     println!("{text}");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setup_failures_exit_2_for_bad_settings_and_1_otherwise() {
+        let opts = crate::imds::client::ImdsOptions {
+            endpoint: "ftp://169.254.169.254".into(),
+            ..Default::default()
+        };
+        let bad = crate::imds::client::ImdsClient::new(opts).unwrap_err();
+        let f = Failure::from(SetupError::Metadata(bad));
+        assert_eq!(f.code, 2, "{f}");
+        assert!(f.message.contains("ftp://169.254.169.254"), "{f}");
+        let netlink = crate::netlink::NetlinkError {
+            call: "socket",
+            object: "NETLINK_ROUTE".into(),
+            errno: None,
+            message: "Permission denied".into(),
+        };
+        let f = Failure::from(crate::daemon::Error::Setup(SetupError::Netlink(netlink)));
+        assert_eq!(f.code, 1);
+        assert_eq!(
+            f.message,
+            "cannot open a netlink socket: socket for NETLINK_ROUTE: Permission denied"
+        );
+        let f = Failure::from(crate::daemon::Error::Signal {
+            name: "SIGHUP",
+            source: std::io::Error::from_raw_os_error(22),
+        });
+        assert_eq!(
+            (f.code, f.message.as_str()),
+            (1, "cannot handle SIGHUP: Invalid argument (os error 22)")
+        );
+    }
+}

@@ -33,43 +33,19 @@ use machine::{Command, Input, Machine, Reload};
 use metadata::{metadata_task, FetchRequest, FetchResult};
 
 /// Why the daemon could not start or had to stop.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
-    Setup(SetupError),
-    Runtime(std::io::Error),
-    Events(NetlinkError),
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("cannot subscribe to netlink events")]
+    Events(#[source] NetlinkError),
+    #[error("cannot handle {name}")]
     Signal {
         name: &'static str,
         source: std::io::Error,
     },
-}
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Error::Setup(e) => e.fmt(f),
-            Error::Runtime(_) => f.write_str("cannot start the async runtime"),
-            Error::Events(_) => f.write_str("cannot subscribe to netlink events"),
-            Error::Signal { name, .. } => write!(f, "cannot handle {name}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Setup(e) => e.source(),
-            Error::Runtime(e) => Some(e),
-            Error::Events(e) => Some(e),
-            Error::Signal { source, .. } => Some(source),
-        }
-    }
-}
-
-impl From<SetupError> for Error {
-    fn from(e: SetupError) -> Error {
-        Error::Setup(e)
-    }
 }
 
 /// Runs the agent until SIGTERM or SIGINT, on a runtime of its own: a
