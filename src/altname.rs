@@ -7,6 +7,9 @@
 //! `device-number-<d>.<c>` on card c > 0 (amazon-ec2-net-utils' suffix for a
 //! card), so the names stay unique on instances with several cards: device
 //! 1 exists once per card, and an alternative name once per namespace.
+//! amazon-ec2-net-utils also writes `device-number-<d>.0` on card 0 where
+//! metadata has a `network-card` key; a link found with that spelling keeps
+//! it (taken over) rather than getting a second position name.
 //!
 //! Ownership: the names the agent added, or found already in place where it
 //! wanted them (left by amazon-ec2-net-utils before the agent took over), are
@@ -39,9 +42,18 @@ pub fn device_name(key: EniKey) -> String {
     }
 }
 
-/// The alternative names each managed ENI's link should carry, by ifindex.
-/// ENIs that are excluded, uncertain or without a link get none.
-pub fn wanted(plan: &Plan) -> BTreeMap<u32, BTreeSet<String>> {
+/// amazon-ec2-net-utils' spelling of the position name on card 0 where
+/// metadata has a `network-card` key (and always for the primary ENI):
+/// `device-number-1.0`. Where a link already carries it, it is taken over
+/// instead of adding `device-number-1` beside it.
+fn card_zero_suffixed(key: EniKey) -> Option<String> {
+    (key.card == 0).then(|| format!("device-number-{}.0", key.device))
+}
+
+/// The alternative names each managed ENI's link should carry, by ifindex,
+/// given the names `links` carry now. ENIs that are excluded, uncertain or
+/// without a link get none.
+pub fn wanted(plan: &Plan, links: &[LinkNames]) -> BTreeMap<u32, BTreeSet<String>> {
     let mut out: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
     for e in plan.enis.iter().filter(|e| e.status == EniStatus::Managed) {
         let Some(index) = e.index else { continue };
@@ -50,7 +62,16 @@ pub fn wanted(plan: &Plan) -> BTreeMap<u32, BTreeSet<String>> {
             names.insert(id.to_string());
         }
         if let Some(key) = e.key {
-            names.insert(device_name(key));
+            let carries = |name: &String| {
+                links
+                    .iter()
+                    .any(|l| l.index == index && l.altnames.contains(name))
+            };
+            let name = match card_zero_suffixed(key) {
+                Some(theirs) if carries(&theirs) && !carries(&device_name(key)) => theirs,
+                _ => device_name(key),
+            };
+            names.insert(name);
         }
     }
     out
@@ -169,7 +190,7 @@ pub fn diff(
     links: &[LinkNames],
     owned: &BTreeSet<(u32, String)>,
 ) -> (Vec<Op>, Vec<String>) {
-    let wanted = wanted(plan);
+    let wanted = wanted(plan, links);
     let keep: BTreeSet<u32> = plan
         .uncertain_links()
         .union(&plan.excluded_links())
@@ -263,7 +284,7 @@ pub fn record(
             _ => {}
         }
     }
-    AltnameRecords::load(dir).update(&after, &wanted(plan), applied)
+    AltnameRecords::load(dir).update(&after, &wanted(plan, links), applied)
 }
 
 /// Removes every alternative name the agent owns (`eniroute cleanup`).
@@ -313,5 +334,10 @@ mod tests {
         assert_eq!(name(1, 1), "device-number-1.1");
         assert_ne!(name(0, 11), name(1, 1));
         assert!(valid(&name(EniKey::MAX_CARD, EniKey::MAX_DEVICE)));
+        assert_eq!(
+            card_zero_suffixed(EniKey::new(0, 1).unwrap()).as_deref(),
+            Some("device-number-1.0")
+        );
+        assert_eq!(card_zero_suffixed(EniKey::new(1, 1).unwrap()), None);
     }
 }

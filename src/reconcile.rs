@@ -1053,8 +1053,8 @@ mod tests {
     #[test]
     fn altnames_already_in_place_are_taken_over_not_duplicated() {
         let k = kernel_with_links();
-        // As amazon-ec2-net-utils leaves eth1, plus its own spelling that
-        // eniroute does not use, which stays someone else's.
+        // As amazon-ec2-net-utils leaves eth1, plus a second spelling of
+        // the position (someone else's, since eniroute's is there).
         k.altnames.borrow_mut().insert(
             3,
             vec![
@@ -1079,6 +1079,25 @@ mod tests {
         inst.enis.remove(1);
         block_on(reconcile(&k, &inst, &cfg, &mut rec)).unwrap();
         assert_eq!(altnames_of(&k, 3), ["device-number-1.0"]);
+    }
+
+    #[test]
+    fn the_card_suffixed_spelling_of_ec2_net_utils_is_taken_over_too() {
+        let k = kernel_with_links();
+        // amazon-ec2-net-utils writes device-number-N.0 where metadata has
+        // a network-card key: kept, not doubled with device-number-N.
+        k.altnames
+            .borrow_mut()
+            .insert(3, vec!["eni-0010aa".into(), "device-number-1.0".into()]);
+        let cfg = Config::default();
+        let mut rec = records();
+        let mut inst = fixture("management-network");
+        block_on(reconcile(&k, &inst, &cfg, &mut rec)).unwrap();
+        assert_eq!(altnames_of(&k, 3), ["device-number-1.0", "eni-0010aa"]);
+        // Taken over: a new device number replaces it like any name of ours.
+        set_device(&mut inst, 1, 3);
+        block_on(reconcile(&k, &inst, &cfg, &mut rec)).unwrap();
+        assert_eq!(altnames_of(&k, 3), ["device-number-3", "eni-0010aa"]);
     }
 
     #[test]

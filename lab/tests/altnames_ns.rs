@@ -189,8 +189,9 @@ fn names_amazon_ec2_net_utils_left_are_taken_over_and_excluded_enis_get_none() {
     }
     let lab = world::management_network().unwrap();
     let inst = &lab.inst;
-    // As amazon-ec2-net-utils leaves eth0 behind when eniroute takes over.
-    for name in ["eni-0010000lab", "device-number-0"] {
+    // As amazon-ec2-net-utils leaves eth0 behind when eniroute takes over
+    // (it spells the primary's position with the card: device-number-0.0).
+    for name in ["eni-0010000lab", "device-number-0.0"] {
         inst.ns
             .ip(["link", "property", "add", "dev", "eth0", "altname", name])
             .unwrap();
@@ -203,7 +204,7 @@ fn names_amazon_ec2_net_utils_left_are_taken_over_and_excluded_enis_get_none() {
     assert!(!out.contains("altname"), "{out}");
     assert_eq!(
         altnames(&inst.ns, "eth0"),
-        ["device-number-0", "eni-0010000lab"]
+        ["device-number-0.0", "eni-0010000lab"]
     );
     assert!(altnames(&inst.ns, "eth1").is_empty());
 
@@ -211,7 +212,10 @@ fn names_amazon_ec2_net_utils_left_are_taken_over_and_excluded_enis_get_none() {
     let o = eniroute(&inst.ns, &inst.endpoint, &["--config", cfg_arg, "cleanup"]);
     assert!(o.status.success(), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(out.contains("- altname device-number-0 dev eth0"), "{out}");
+    assert!(
+        out.contains("- altname device-number-0.0 dev eth0"),
+        "{out}"
+    );
     assert!(altnames(&inst.ns, "eth0").is_empty());
     let _ = std::fs::remove_file(cfg);
 }
