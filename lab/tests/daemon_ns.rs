@@ -131,12 +131,17 @@ fn hotplugged_eni_is_configured_once_its_metadata_appears() {
     let mut early = lab.inst.enis.last().unwrap().1.clone();
     early.device = 0;
     lab.inst.sim.update(|t| put_eni(t, &early));
-    std::thread::sleep(Duration::from_millis(250));
+    // Waited for, not slept on: on a busy machine the daemon's next read may
+    // come later than any fixed pause.
+    assert!(
+        wait_for(CONVERGE, || d.log().contains("device-number reads 0")).is_some(),
+        "{}",
+        d.log()
+    );
     // Nothing is configured from either: no address, no rule (table 10000
     // would have been the guess).
     assert!(!has_addr(&lab.inst.ns, "eth2", "10.0.3.30"));
     assert!(!has_rule_from(&lab.inst.ns, "10.0.3.30"));
-    assert!(d.log().contains("device-number reads 0"), "{}", d.log());
     lab.inst.publish("eth2").unwrap();
     let published = Instant::now();
     until_reached(&lab.admin, "10.0.3.30", 22, &lab.inst.ns, &d);
