@@ -13,8 +13,8 @@
 
 mod common;
 
-use std::io::Write as _;
-use std::net::Ipv4Addr;
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -316,6 +316,71 @@ impl System {
     }
 }
 
+/// An operator's long-lived session (think SSH) from the admin host to an
+/// address of the guest: one TCP connection, kept open across the package's
+/// upgrades and removal, that must keep carrying data both ways.
+struct Session {
+    client: TcpStream,
+    server: TcpStream,
+    peer: String,
+}
+
+impl Session {
+    fn open(sys: &System, ip: Ipv4Addr) -> Session {
+        let port = 2222;
+        let listener = sys
+            .inst
+            .ns
+            .run_in(|| TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)))
+            .and_then(|r| r)
+            .unwrap_or_else(|e| sys.fail(&format!("listen on :{port} in the guest: {e}")));
+        let to = SocketAddr::from((ip, port));
+        let client = sys
+            .admin
+            .run_in(|| TcpStream::connect_timeout(&to, Duration::from_secs(5)))
+            .and_then(|r| r)
+            .unwrap_or_else(|e| sys.fail(&format!("admin host: connect to {to}: {e}")));
+        let (server, _) = listener
+            .accept()
+            .unwrap_or_else(|e| sys.fail(&format!("accept on {to}: {e}")));
+        for s in [&client, &server] {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        }
+        Session {
+            client,
+            server,
+            peer: to.to_string(),
+        }
+    }
+
+    /// One line each way; `Err` says which way failed.
+    fn exchange(&self, line: &str) -> Result<(), String> {
+        let mut buf = [0u8; 256];
+        for (from, to, way) in [
+            (&self.client, &self.server, "to the guest"),
+            (&self.server, &self.client, "back to the admin host"),
+        ] {
+            let (mut from, mut to) = (from, to);
+            from.write_all(format!("{line}\n").as_bytes())
+                .map_err(|e| format!("{way}: write: {e}"))?;
+            let n = to.read(&mut buf).map_err(|e| format!("{way}: {e}"))?;
+            if !String::from_utf8_lossy(&buf[..n]).contains(line) {
+                return Err(format!(
+                    "{way}: got {:?}",
+                    String::from_utf8_lossy(&buf[..n])
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn assert_alive(&self, sys: &System, why: &str) {
+        if let Err(e) = self.exchange(why) {
+            sys.fail(&format!("{why}: the session to {} broke: {e}", self.peer));
+        }
+    }
+}
+
 fn plan(name: &str, device: u32, subnet: &str, ips: &[&str]) -> EniPlan {
     EniPlan::new(name, device, subnet, ips).expect("ENI plan")
 }
@@ -600,6 +665,10 @@ fn debian_guest_runs_the_package_under_systemd() {
         sys.assert_replies_leave(ip, "eth2", "after systemctl start");
     }
 
+    // An operator's session over eth1, open from here to the end.
+    let session = Session::open(&sys, Ipv4Addr::new(10, 0, 2, 20));
+    session.assert_alive(&sys, "session opened");
+
     // The administrator disables the unit; upgrades keep that, keep the
     // edited configuration, and restart a running daemon on the new binary.
     sys.sh("systemctl disable eniroute.service");
@@ -632,6 +701,7 @@ fn debian_guest_runs_the_package_under_systemd() {
             ));
         }
         sys.assert_reached(&all, what);
+        session.assert_alive(&sys, what);
     }
     // A stopped daemon stays stopped across an upgrade.
     sys.sh("systemctl stop eniroute.service");
@@ -662,6 +732,7 @@ fn debian_guest_runs_the_package_under_systemd() {
         sys.fail("apt-get remove left /usr/bin/eniroute");
     }
     sys.assert_reached(&all, "after apt-get remove eniroute");
+    session.assert_alive(&sys, "after apt-get remove eniroute");
     sys.assert_replies_leave("10.0.2.20", "eth1", "after apt-get remove eniroute");
     if !sys.config().contains(ADMIN_EDIT.trim()) {
         sys.fail("apt-get remove should keep /etc/eniroute/config.toml");
@@ -674,6 +745,8 @@ fn debian_guest_runs_the_package_under_systemd() {
         sys.fail(&format!("dpkg --purge left {left}"));
     }
     sys.assert_reached(&all, "after dpkg --purge eniroute");
+    session.assert_alive(&sys, "after dpkg --purge eniroute");
+    drop(session);
     let t_checks = t.elapsed();
 
     let t = Instant::now();
