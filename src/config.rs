@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::imds::client::{ImdsOptions, MAX_TOKEN_TTL_SECS};
 use crate::values::{EniFacts, Mac, RpFilter};
 
-mod positions;
+mod spans;
 mod validate;
 
 pub use validate::{
@@ -192,106 +192,59 @@ impl EniMatch {
 /// character, `[…]` one character of a set (`[0-9]`, `[!0]` for "not 0"); a
 /// `[` without a closing `]` is an ordinary character.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let p = glob_tokens(pattern);
-    let t: Vec<char> = text.chars().collect();
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && p[pi] != GlobTok::Star && p[pi].matches(t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == GlobTok::Star {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|tok| *tok == GlobTok::Star)
+    name_glob(pattern).0.matches(text)
 }
 
 /// Whether `pattern` uses any glob syntax (else it names one interface).
 pub fn is_glob(pattern: &str) -> bool {
-    glob_tokens(pattern)
-        .iter()
-        .any(|t| !matches!(t, GlobTok::Lit(_)))
+    name_glob(pattern).1
 }
 
-#[derive(Debug, PartialEq)]
-enum GlobTok {
-    Lit(char),
-    Any,
-    Star,
-    Class {
-        negated: bool,
-        ranges: Vec<(char, char)>,
-    },
-}
-
-impl GlobTok {
-    fn matches(&self, c: char) -> bool {
-        match self {
-            GlobTok::Lit(l) => *l == c,
-            GlobTok::Any => true,
-            GlobTok::Star => false,
-            GlobTok::Class { negated, ranges } => {
-                ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *negated
-            }
+/// The glob crate's pattern for an interface-name glob, and whether it is
+/// more than a literal name. The crate is written for paths, so the pattern
+/// is first put in its terms: `**` (a path wildcard there) means `*` in a
+/// name, `[^…]` is written `[!…]`, and a `[` that opens no set is escaped
+/// (the crate would refuse the whole pattern).
+fn name_glob(pattern: &str) -> (glob::Pattern, bool) {
+    let mut chars: Vec<char> = Vec::with_capacity(pattern.len());
+    for c in pattern.chars() {
+        if !(c == '*' && chars.last() == Some(&'*')) {
+            chars.push(c);
         }
     }
-}
-
-fn glob_tokens(pattern: &str) -> Vec<GlobTok> {
-    let chars: Vec<char> = pattern.chars().collect();
-    let mut out = Vec::new();
+    let mut sets = 0;
     let mut i = 0;
     while i < chars.len() {
-        match chars[i] {
-            '*' => out.push(GlobTok::Star),
-            '?' => out.push(GlobTok::Any),
-            '[' => {
-                if let Some((tok, next)) = glob_class(&chars, i + 1) {
-                    out.push(tok);
-                    i = next;
-                    continue;
+        if chars[i] == '[' {
+            // A set's first character is literal, even `]`, so its end is
+            // searched from the one after.
+            let negated = matches!(chars.get(i + 1), Some('!' | '^'));
+            let first = i + 1 + usize::from(negated);
+            match chars.iter().skip(first + 1).position(|&c| c == ']') {
+                Some(end) => {
+                    if negated {
+                        chars[i + 1] = '!';
+                    }
+                    sets += 1;
+                    i = first + 1 + end;
                 }
-                out.push(GlobTok::Lit('['));
+                None => {
+                    chars.splice(i..=i, ['[', '[', ']']);
+                    i += 2;
+                }
             }
-            c => out.push(GlobTok::Lit(c)),
         }
         i += 1;
     }
-    out
-}
-
-/// Parses a set starting after its `[`; returns it and the index after `]`.
-fn glob_class(chars: &[char], mut i: usize) -> Option<(GlobTok, usize)> {
-    let negated = matches!(chars.get(i), Some('!' | '^'));
-    if negated {
-        i += 1;
-    }
-    let mut ranges = Vec::new();
-    let mut first = true;
-    loop {
-        let c = *chars.get(i)?;
-        if c == ']' && !first {
-            return Some((GlobTok::Class { negated, ranges }, i + 1));
-        }
-        first = false;
-        match (chars.get(i + 1), chars.get(i + 2)) {
-            (Some('-'), Some(&hi)) if hi != ']' => {
-                ranges.push((c, hi));
-                i += 3;
-            }
-            _ => {
-                ranges.push((c, c));
-                i += 1;
-            }
-        }
+    let text: String = chars.into_iter().collect();
+    match glob::Pattern::new(&text) {
+        Ok(p) => (p, sets > 0 || pattern.contains(['*', '?'])),
+        // Not reached: what the crate refuses is rewritten above. Should
+        // that change, the name is matched as written.
+        Err(_) => (
+            glob::Pattern::new(&glob::Pattern::escape(pattern)).unwrap_or_default(),
+            false,
+        ),
     }
 }
 
@@ -512,21 +465,19 @@ fn first(mut errors: Vec<ConfigError>) -> ConfigError {
 /// Parses and validates `text` (read from `path`) and reports every problem
 /// found, in line order, each naming the line of the offending value.
 pub fn check(text: &str, path: &Path) -> Result<Config, Vec<ConfigError>> {
-    let positions = match positions::Positions::parse(text) {
-        Ok(p) => p,
-        Err(e) => return Err(vec![serde_error(text, path, None, &e)]),
+    let spans = match spans::Spans::parse(text) {
+        Ok(s) => s,
+        Err(e) => return Err(vec![serde_error(text, path, None, e.message(), e.span())]),
     };
     let config: Config = match toml::from_str(text) {
         Ok(c) => c,
-        Err(e) => return Err(section_errors(text, path, &positions, e)),
+        Err(e) => return Err(section_errors(text, path, &spans, e)),
     };
     let mut errors: Vec<ConfigError> = validate::validate(&config)
         .into_iter()
         .map(|p| ConfigError {
             path: path.to_path_buf(),
-            line: positions
-                .offset(&p.path)
-                .map(|o| positions::line_of(text, o)),
+            line: spans.offset(&p.path).map(|o| spans::line_of(text, o)),
             message: p.message,
         })
         .collect();
@@ -546,7 +497,7 @@ const SECTIONS: &[&str] = &["metadata", "numbering", "selection", "eni", "log"];
 fn section_errors(
     text: &str,
     path: &Path,
-    positions: &positions::Positions,
+    spans: &spans::Spans,
     whole: toml::de::Error,
 ) -> Vec<ConfigError> {
     macro_rules! only {
@@ -572,13 +523,13 @@ fn section_errors(
     .collect();
     let mut errors: Vec<ConfigError> = found
         .iter()
-        .map(|e| serde_error(text, path, Some(positions), e))
+        .map(|e| serde_error(text, path, Some(spans), e.message(), e.span()))
         .collect();
-    for (name, offset) in positions.top_level() {
+    for (name, offset) in spans.top_level() {
         if !SECTIONS.contains(&name) {
             errors.push(ConfigError {
                 path: path.to_path_buf(),
-                line: offset.map(|o| positions::line_of(text, o)),
+                line: offset.map(|o| spans::line_of(text, o)),
                 message: format!(
                     "unknown section `{name}`, expected one of {}; fix the spelling or remove \
                      it (see CONFIG.md)",
@@ -588,24 +539,33 @@ fn section_errors(
         }
     }
     if errors.is_empty() {
-        errors.push(serde_error(text, path, Some(positions), &whole));
+        errors.push(serde_error(
+            text,
+            path,
+            Some(spans),
+            whole.message(),
+            whole.span(),
+        ));
     }
     errors.sort_by_key(|e| e.line);
     errors
 }
 
+/// A syntax or type error (`message` at byte range `span`) as the operator
+/// should read it, naming the key it is about when `spans` can tell.
 fn serde_error(
     text: &str,
     path: &Path,
-    positions: Option<&positions::Positions>,
-    e: &toml::de::Error,
+    spans: Option<&spans::Spans>,
+    message: &str,
+    span: Option<std::ops::Range<usize>>,
 ) -> ConfigError {
-    let offset = e.span().map(|s| s.start);
-    let key = match (positions, offset) {
-        (Some(p), Some(o)) => p.path_at(o).join("."),
+    let offset = span.map(|s| s.start);
+    let key = match (spans, offset) {
+        (Some(s), Some(o)) => s.path_at(o).join("."),
         _ => String::new(),
     };
-    let mut message = e.message().trim().replace('\n', " ");
+    let mut message = message.trim().replace('\n', " ");
     // serde names Rust types; operators know TOML values.
     for (rust, toml_word) in [
         ("expected u8", "expected a whole number from 0 to 255"),
@@ -624,7 +584,7 @@ fn serde_error(
     }
     ConfigError {
         path: path.to_path_buf(),
-        line: offset.map(|o| positions::line_of(text, o)),
+        line: offset.map(|o| spans::line_of(text, o)),
         message: if key.is_empty() {
             message
         } else {

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::positions::{display_path, Seg};
+use super::spans::{display_path, Seg};
 use super::{is_glob, Config, EniMatch, LogConfig, MetadataConfig, Numbering, UserRoute};
 use crate::imds::client::MAX_TOKEN_TTL_SECS;
 use crate::imds::endpoint;
