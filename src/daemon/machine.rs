@@ -123,6 +123,9 @@ pub(super) struct Machine {
 
     started: Instant,
     ready: bool,
+    /// How often to tell systemd's watchdog the agent is alive, and when
+    /// next.
+    watchdog: Option<(Duration, Instant)>,
 }
 
 impl Machine {
@@ -154,7 +157,15 @@ impl Machine {
             last_status: String::new(),
             started: now,
             ready: false,
+            watchdog: None,
         }
+    }
+
+    /// Sends WATCHDOG=1 at start and then every `every` (when systemd's
+    /// `WatchdogSec=` is set).
+    pub(super) fn with_watchdog(mut self, every: Option<Duration>) -> Machine {
+        self.watchdog = every.map(|e| (e, self.started));
+        self
     }
 
     /// The metadata endpoint, as the log names it.
@@ -188,7 +199,7 @@ impl Machine {
             }
             Input::Metadata(result) => self.metadata_read(now, result, &mut out),
             Input::Reconciled { result, took } => self.reconciled(now, result, took, &mut out),
-            Input::Timer => self.timers_fired(now),
+            Input::Timer => self.timers_fired(now, &mut out),
             Input::Refresh => {
                 log(&mut out, Level::INFO, "SIGUSR1: reading metadata again now");
                 self.clear_cache = true;
@@ -221,7 +232,7 @@ impl Machine {
     }
 
     /// The earliest timer: the end of a burst, poll, lag retry, repair
-    /// retry, ready deadline.
+    /// retry, ready deadline, watchdog.
     pub(super) fn next_wake(&self) -> Instant {
         let mut wake = self.next_poll;
         // While metadata fails, its backoff alone decides when to ask again.
@@ -238,6 +249,9 @@ impl Machine {
         }
         if let Some(b) = self.burst_until {
             wake = wake.min(b);
+        }
+        if let Some((_, next)) = self.watchdog {
+            wake = wake.min(next);
         }
         wake
     }
@@ -411,7 +425,13 @@ impl Machine {
         }
     }
 
-    fn timers_fired(&mut self, now: Instant) {
+    fn timers_fired(&mut self, now: Instant, out: &mut Vec<Command>) {
+        if let Some((every, next)) = &mut self.watchdog {
+            if now >= *next {
+                out.push(Command::Notify("WATCHDOG=1".into()));
+                *next = now + *every;
+            }
+        }
         if now >= self.next_poll {
             self.want_fetch = true;
             self.next_poll = now + NEVER;
@@ -1008,5 +1028,30 @@ mod tests {
             logs(&c, Level::INFO),
             ["SIGTERM: stopping; routing stays in place"]
         );
+    }
+
+    #[test]
+    fn the_watchdog_is_fed_at_start_and_then_every_interval_whatever_else_happens() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(t0, endpoint(), POLL, middle).with_watchdog(Some(ms(1500)));
+        m.start(t0);
+        let mut fed = Vec::new();
+        let mut now = t0;
+        while now < t0 + Duration::from_secs(10) {
+            now = m.next_wake();
+            let mut c = m.handle(now, Input::Timer);
+            if !fetches(&c).is_empty() {
+                c.extend(m.handle(now, Input::Metadata(Err(outage()))));
+            }
+            if notes(&c).contains(&"WATCHDOG=1") {
+                fed.push((now - t0).as_millis());
+            }
+        }
+        assert_eq!(fed, [0, 1500, 3000, 4500, 6000, 7500, 9000, 10500]);
+        // Without WatchdogSec= nothing is sent.
+        let mut m = Machine::new(t0, endpoint(), POLL, middle).with_watchdog(None);
+        m.start(t0);
+        let c = m.handle(t0, Input::Timer);
+        assert!(!notes(&c).contains(&"WATCHDOG=1"));
     }
 }

@@ -105,7 +105,8 @@ impl Daemon {
             endpoint,
             poll_interval(&config),
             crate::backoff::random_unit,
-        );
+        )
+        .with_watchdog(Notifier::watchdog_interval());
         Ok(Daemon {
             config,
             config_path,
@@ -129,8 +130,6 @@ impl Daemon {
         let mut usr1 = sig(SignalKind::user_defined1(), "SIGUSR1")?;
         let mut term = sig(SignalKind::terminate(), "SIGTERM")?;
         let mut int = sig(SignalKind::interrupt(), "SIGINT")?;
-        let watchdog = Notifier::watchdog_interval();
-        let mut next_watchdog = Instant::now();
 
         tracing::info!(
             "eniroute {} starting (pid {}); metadata {}, polled every {:?}",
@@ -143,10 +142,6 @@ impl Daemon {
         self.perform(first).await;
         loop {
             let wake = self.machine.next_wake();
-            let watchdog_at = match watchdog {
-                Some(_) => next_watchdog,
-                None => Instant::now() + crate::backoff::NEVER,
-            };
             let commands = tokio::select! {
                 ev = events.next() => match ev {
                     Ok(ev) => {
@@ -170,13 +165,6 @@ impl Daemon {
                     self.machine.handle(Instant::now(), Input::Metadata(result))
                 }
                 _ = sleep_until(wake.into()) => self.machine.handle(Instant::now(), Input::Timer),
-                _ = sleep_until(watchdog_at.into()) => {
-                    self.notifier.send("WATCHDOG=1");
-                    if let Some(w) = watchdog {
-                        next_watchdog = Instant::now() + w;
-                    }
-                    Vec::new()
-                }
                 _ = usr1.recv() => self.machine.handle(Instant::now(), Input::Refresh),
                 _ = hup.recv() => {
                     let reload = self.reload();
