@@ -635,8 +635,8 @@ pub fn table_collisions(config: &Config, tables_in_use_by_others: &[u32]) -> Vec
         .map(|t| {
             format!(
                 "table {t} holds routes eniroute did not create, but lies in its range \
-                 {base}-{} (numbering.table_base = {base}); move numbering.table_base to a free \
-                 range or move the other routes",
+                 {base}-{} (numbering.table_base = {base}); eniroute leaves them and reports \
+                 them; move numbering.table_base to a free range to keep the tables apart",
                 end - 1
             )
         })

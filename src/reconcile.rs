@@ -128,8 +128,24 @@ pub enum Op {
     AddRoute(Route),
     ReplaceRoute(Route),
     AddRule(Rule),
+    /// Records an address someone else added as the agent's from now on
+    /// (a secondary address of an ENI taken over from amazon-ec2-net-utils).
+    /// Changes nothing in the kernel.
+    AdoptAddress(Address),
     DelRule(Rule),
+    /// Deletes a rule of amazon-ec2-net-utils' that an identical rule of
+    /// the agent's replaced (see [`crate::coexist`]).
+    DelForeignRule {
+        rule: Rule,
+        protocol: u8,
+    },
     DelRoute(Route),
+    /// The route counterpart of `DelForeignRule`.
+    DelForeignRoute {
+        route: Route,
+        protocol: u8,
+        metric: u32,
+    },
     DelAddress(Address),
     /// An alternative name on a managed ENI's link (see [`crate::altname`]).
     AddAltname {
@@ -171,8 +187,21 @@ impl fmt::Display for Op {
             Op::AddRoute(r) => write!(f, "+ {r}"),
             Op::ReplaceRoute(r) => write!(f, "~ {r}"),
             Op::AddRule(r) => write!(f, "+ {r}"),
+            Op::AdoptAddress(a) => write!(f, "~ {a} (taken over from amazon-ec2-net-utils)"),
             Op::DelRule(r) => write!(f, "- {r}"),
+            Op::DelForeignRule { rule, protocol } => write!(
+                f,
+                "- {rule} proto {protocol} (amazon-ec2-net-utils', replaced by eniroute's)"
+            ),
             Op::DelRoute(r) => write!(f, "- {r}"),
+            Op::DelForeignRoute {
+                route,
+                protocol,
+                metric,
+            } => write!(
+                f,
+                "- {route} proto {protocol} metric {metric} (amazon-ec2-net-utils', replaced by eniroute's)"
+            ),
             Op::DelAddress(a) => write!(f, "- {a}"),
             Op::AddAltname { dev, name, .. } => write!(f, "+ altname {name} dev {dev}"),
             Op::DelAltname { dev, name, .. } => write!(f, "- altname {name} dev {dev}"),
@@ -255,6 +284,9 @@ pub fn diff(plan: &Plan, current: &Current, own: Ownership) -> Vec<Op> {
         }
     }
 
+    // What amazon-ec2-net-utils left that the plan replaces one for one:
+    // ours go in first (a held slot by replace), theirs go last.
+    let takeover = crate::coexist::takeover(plan, current, own.protocol);
     let owned_routes: Vec<&Route> = current.owned_routes(own.protocol).collect();
     let foreign_keys: BTreeSet<(u32, IpNet)> = current
         .routes
@@ -266,6 +298,7 @@ pub fn diff(plan: &Plan, current: &Current, own: Ownership) -> Vec<Op> {
         match owned_routes.iter().find(|o| o.key() == r.key()) {
             Some(o) if o.same_as(r) => {}
             Some(_) => ops.push(Op::ReplaceRoute(r.clone())),
+            None if takeover.replace.contains(&r.key()) => ops.push(Op::ReplaceRoute(r.clone())),
             // Someone else's route already fills this slot: it is theirs,
             // and `status` reports the conflict.
             None if foreign_keys.contains(&r.key()) => {}
@@ -278,6 +311,23 @@ pub fn diff(plan: &Plan, current: &Current, own: Ownership) -> Vec<Op> {
         if !owned_rules.contains(r) {
             ops.push(Op::AddRule(r.clone()));
         }
+    }
+
+    for a in &takeover.addresses {
+        ops.push(Op::AdoptAddress(a.clone()));
+    }
+    for k in &takeover.rules {
+        ops.push(Op::DelForeignRule {
+            rule: k.rule.clone(),
+            protocol: k.protocol,
+        });
+    }
+    for k in &takeover.routes {
+        ops.push(Op::DelForeignRoute {
+            route: k.route.clone(),
+            protocol: k.protocol,
+            metric: k.metric,
+        });
     }
 
     // Removal. Objects of links whose ENI is uncertain or excluded stay:
@@ -395,7 +445,9 @@ enum OpError {
 pub async fn apply(kernel: &impl Kernel, ops: Vec<Op>) -> Applied {
     let mut out = Applied::default();
     for op in ops {
-        out.writes += 1;
+        if !matches!(op, Op::AdoptAddress(_)) {
+            out.writes += 1;
+        }
         let result = match &op {
             Op::SetLink {
                 index,
@@ -421,8 +473,26 @@ pub async fn apply(kernel: &impl Kernel, ops: Vec<Op>) -> Applied {
             Op::AddRoute(r) => kernel.add_route(r).await.map_err(OpError::Netlink),
             Op::ReplaceRoute(r) => kernel.replace_route(r).await.map_err(OpError::Netlink),
             Op::AddRule(r) => kernel.add_rule(r).await.map_err(OpError::Netlink),
+            // Nothing to write: the state file records it below.
+            Op::AdoptAddress(_) => Ok(()),
             Op::DelRule(r) => kernel.del_rule(r).await.map_err(OpError::Netlink),
+            Op::DelForeignRule { rule, protocol } => kernel
+                .del_foreign_rule(rule, *protocol)
+                .await
+                .map_err(OpError::Netlink),
             Op::DelRoute(r) => kernel.del_route(r).await.map_err(OpError::Netlink),
+            Op::DelForeignRoute {
+                route,
+                protocol,
+                metric,
+            } => kernel
+                .del_foreign_route(&KernelRoute {
+                    route: route.clone(),
+                    protocol: *protocol,
+                    metric: *metric,
+                })
+                .await
+                .map_err(OpError::Netlink),
             Op::AddAltname { index, name, .. } => kernel
                 .set_altname(*index, name, true)
                 .await
@@ -439,7 +509,9 @@ pub async fn apply(kernel: &impl Kernel, ops: Vec<Op>) -> Applied {
         match result {
             Ok(()) => {
                 match &op {
-                    Op::AddAddress(a) => out.added_addresses.push((a.index, a.address)),
+                    Op::AddAddress(a) | Op::AdoptAddress(a) => {
+                        out.added_addresses.push((a.index, a.address))
+                    }
                     Op::DelAddress(a) => out.removed_addresses.push((a.index, a.address)),
                     _ => {}
                 }
@@ -508,7 +580,9 @@ pub struct Assessment {
     /// The ordered changes that bring the host to the plan.
     pub changes: Vec<Op>,
     /// Foreign rules that take a managed ENI's traffic before its own rules
-    /// (see [`foreign_rules_ahead`]), one message each.
+    /// (see [`foreign_rules_ahead`]), and routes and rules of others in the
+    /// agent's table range (see [`crate::coexist::foreign_in_range`]), one
+    /// message each.
     pub conflicts: Vec<String>,
     /// MACs of links that metadata does not list (yet): a hot-plugged ENI
     /// shows up in the kernel before it shows up in metadata.
@@ -535,7 +609,7 @@ pub fn assess(instance: &Instance, current: &Current, config: &Config) -> Assess
         .filter_map(|l| l.mac)
         .filter(|m| m.octets() != [0; 6] && instance.get(*m).is_none())
         .collect();
-    let conflicts = plan
+    let mut conflicts: Vec<String> = plan
         .enis
         .iter()
         .filter(|e| e.status == EniStatus::Managed)
@@ -552,6 +626,10 @@ pub fn assess(instance: &Instance, current: &Current, config: &Config) -> Assess
                 })
         })
         .collect();
+    let takeover = crate::coexist::takeover(&plan, current, own.protocol);
+    conflicts.extend(crate::coexist::foreign_in_range(
+        &plan, current, config, &takeover,
+    ));
     Assessment {
         plan,
         changes,
@@ -713,28 +791,28 @@ mod tests {
             Ok(())
         }
         async fn add_route(&self, r: &Route) -> Result<(), NetlinkError> {
-            if self
-                .routes
-                .borrow()
-                .iter()
-                .any(|k| k.route.key() == r.key())
-            {
+            if self.routes.borrow().iter().any(|k| {
+                k.route.key() == r.key() && k.metric == crate::values::default_metric(&r.dst)
+            }) {
                 return Err(exists("RTM_NEWROUTE", r.to_string()));
             }
             self.log.borrow_mut().push(format!("+ {r}"));
             self.routes.borrow_mut().push(KernelRoute {
                 route: r.clone(),
                 protocol: PROTO,
+                metric: crate::values::default_metric(&r.dst),
             });
             Ok(())
         }
         async fn replace_route(&self, r: &Route) -> Result<(), NetlinkError> {
             self.log.borrow_mut().push(format!("~ {r}"));
             let mut routes = self.routes.borrow_mut();
-            routes.retain(|k| k.route.key() != r.key());
+            let metric = crate::values::default_metric(&r.dst);
+            routes.retain(|k| !(k.route.key() == r.key() && k.metric == metric));
             routes.push(KernelRoute {
                 route: r.clone(),
                 protocol: PROTO,
+                metric,
             });
             Ok(())
         }
@@ -742,7 +820,7 @@ mod tests {
             self.log.borrow_mut().push(format!("- {r}"));
             self.routes
                 .borrow_mut()
-                .retain(|k| k.route.key() != r.key());
+                .retain(|k| !(k.route.key() == r.key() && k.protocol == PROTO));
             Ok(())
         }
         async fn add_rule(&self, r: &Rule) -> Result<(), NetlinkError> {
@@ -797,6 +875,26 @@ mod tests {
             } else {
                 all.entry(index).or_default().retain(|a| a != name);
             }
+            Ok(())
+        }
+        async fn del_foreign_rule(&self, r: &Rule, protocol: u8) -> Result<(), NetlinkError> {
+            self.log
+                .borrow_mut()
+                .push(format!("- {r} proto {protocol}"));
+            let mut rules = self.rules.borrow_mut();
+            if let Some(i) = rules
+                .iter()
+                .position(|k| &k.rule == r && k.protocol == protocol)
+            {
+                rules.remove(i);
+            }
+            Ok(())
+        }
+        async fn del_foreign_route(&self, r: &KernelRoute) -> Result<(), NetlinkError> {
+            self.log
+                .borrow_mut()
+                .push(format!("- {} proto {}", r.route, r.protocol));
+            self.routes.borrow_mut().retain(|k| k != r);
             Ok(())
         }
         async fn set_link(&self, index: u32, c: &LinkChange) -> Result<(), NetlinkError> {

@@ -64,13 +64,24 @@ impl Daemon {
         endpoint: &str,
         config: Option<&Path>,
     ) -> io::Result<Daemon> {
-        Daemon::spawn(bin, ns, Some(endpoint), config)
+        Daemon::spawn(bin, ns, Some(endpoint), config, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables.
+    pub fn start_with_env(
+        bin: &Path,
+        ns: &Netns,
+        endpoint: &str,
+        config: Option<&Path>,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> io::Result<Daemon> {
+        Daemon::spawn(bin, ns, Some(endpoint), config, env)
     }
 
     /// Starts the daemon without naming a metadata endpoint, so it picks
     /// one itself, as on an instance with no configuration.
     pub fn start_finding_metadata(bin: &Path, ns: &Netns, config: &Path) -> io::Result<Daemon> {
-        Daemon::spawn(bin, ns, None, Some(config))
+        Daemon::spawn(bin, ns, None, Some(config), &[])
     }
 
     fn spawn(
@@ -78,6 +89,7 @@ impl Daemon {
         ns: &Netns,
         endpoint: Option<&str>,
         config: Option<&Path>,
+        env: &[(&str, &std::ffi::OsStr)],
     ) -> io::Result<Daemon> {
         let log = std::env::temp_dir().join(format!("{}-daemon.log", ns.name()));
         let file = std::fs::File::create(&log)?;
@@ -88,6 +100,7 @@ impl Daemon {
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }
+        cmd.envs(env.iter().copied());
         cmd.arg("daemon")
             .env("RUST_LOG", "eniroute=debug")
             .env_remove("NOTIFY_SOCKET")

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod dhcp;
+pub mod ec2_net_utils;
 pub mod guest;
 pub mod imds_tree;
 pub mod netns;

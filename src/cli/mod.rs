@@ -160,32 +160,18 @@ pub fn load_config(cli: &Cli) -> Result<Config, Failure> {
     Ok(cfg)
 }
 
-/// Commands that change the kernel call this first. They stop where
-/// amazon-ec2-net-utils is installed (unless told otherwise), and where the
-/// table range already holds someone else's routes: the agent would mix its
-/// routes with theirs.
-pub fn may_change_kernel(cli: &Cli, cfg: &Config) -> Result<(), Failure> {
-    if let Some(why) = crate::coexist::refusal(
-        std::path::Path::new("/"),
+/// `apply` calls this first: it stops where amazon-ec2-net-utils is
+/// installed (unless told otherwise), since both would program the same
+/// tables. The daemon stands by instead (see [`crate::coexist::standing_by`]).
+/// Foreign routes in the table range never stop anything: the reconcile
+/// reports them.
+pub fn may_change_kernel(_cli: &Cli, cfg: &Config) -> Result<(), Failure> {
+    match crate::coexist::refusal(
+        &crate::coexist::host_root(),
         cfg.selection.coexist_with_ec2_net_utils,
     ) {
-        return Err(Failure::usage(why));
-    }
-    let path = cli
-        .config
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
-    let collisions = table_collisions(cfg, &path).ok_or_else(|| {
-        Failure::runtime("cannot read the kernel's routes to check the table range")
-    })?;
-    match collisions.first() {
+        Some(why) => Err(Failure::usage(why)),
         None => Ok(()),
-        Some(first) => {
-            for c in &collisions[1..] {
-                eprintln!("{c}");
-            }
-            Err(Failure::usage(first))
-        }
     }
 }
 

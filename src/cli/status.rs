@@ -52,6 +52,14 @@ struct Report {
     metadata: MetadataReport,
     enis: Vec<EniReport>,
     warnings: Vec<String>,
+    /// Routes and rules of others in eniroute's table range, left as they
+    /// are (what amazon-ec2-net-utils left and `apply` takes over is drift
+    /// instead).
+    foreign: Vec<String>,
+    /// amazon-ec2-net-utils on this host: installed, or the runtime
+    /// drop-ins it left.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ec2_net_utils: Vec<String>,
     drift: usize,
 }
 
@@ -64,13 +72,48 @@ struct MetadataReport {
     how: String,
 }
 
+/// What amazon-ec2-net-utils is doing on this host, as lines for `status`.
+fn ec2_net_utils(cfg: &crate::config::Config) -> Vec<String> {
+    let root = crate::coexist::host_root();
+    let mut out = Vec::new();
+    if let Some(marker) = crate::coexist::ec2_net_utils(&root) {
+        out.push(if cfg.selection.coexist_with_ec2_net_utils {
+            format!(
+                "amazon-ec2-net-utils is installed ({}); eniroute runs beside it \
+                 (selection.coexist_with_ec2_net_utils) and takes over the rules it has \
+                 systemd-networkd add",
+                marker.display()
+            )
+        } else {
+            format!(
+                "amazon-ec2-net-utils is installed ({}); the daemon stands by and `apply` \
+                 refuses until it is removed",
+                marker.display()
+            )
+        });
+    }
+    for dir in crate::coexist::leftover_dropins(&root) {
+        let network = dir.with_extension("");
+        out.push(format!(
+            "amazon-ec2-net-utils left {}: systemd-networkd applies it again when it restarts; \
+             once eniroute has taken over, remove it: rm -r {} {}",
+            dir.display(),
+            dir.display(),
+            network.display()
+        ));
+    }
+    out
+}
+
 fn op_touches(op: &Op, dev: &str, table: Option<u32>) -> bool {
     match op {
         Op::SetLink { dev: d, .. } => d == dev,
         Op::SetSysctl { key, .. } => key.to_string().contains(&format!(".{dev}.")),
-        Op::AddAddress(a) | Op::DelAddress(a) => a.dev == dev,
+        Op::AddAddress(a) | Op::AdoptAddress(a) | Op::DelAddress(a) => a.dev == dev,
         Op::AddRoute(r) | Op::ReplaceRoute(r) | Op::DelRoute(r) => r.dev == dev,
+        Op::DelForeignRoute { route, .. } => route.dev == dev,
         Op::AddRule(r) | Op::DelRule(r) => Some(r.table) == table,
+        Op::DelForeignRule { rule, .. } => Some(rule.table) == table,
         Op::AddAltname { dev: d, .. } | Op::DelAltname { dev: d, .. } => d == dev,
     }
 }
@@ -108,9 +151,10 @@ fn cloud_init_rules(
 fn report(
     assessment: &Assessment,
     current: &Current,
-    own: Ownership,
+    cfg: &crate::config::Config,
     metadata: MetadataReport,
 ) -> Report {
+    let own = Ownership::from(cfg);
     let netplan = std::fs::read_to_string("/etc/netplan/50-cloud-init.yaml").ok();
     let plan = &assessment.plan;
     let changes = &assessment.changes;
@@ -164,10 +208,13 @@ fn report(
             }
         })
         .collect();
+    let takeover = crate::coexist::takeover(plan, current, own.protocol);
     Report {
         metadata,
         enis,
         warnings: plan.warnings.clone(),
+        foreign: crate::coexist::foreign_in_range(plan, current, cfg, &takeover),
+        ec2_net_utils: ec2_net_utils(cfg),
         drift: changes.len(),
     }
 }
@@ -183,7 +230,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
             automatic: endpoint.automatic(),
             how: endpoint.to_string(),
         };
-        let r = report(&assessment, &current, Ownership::from(&cfg), metadata);
+        let r = report(&assessment, &current, &cfg, metadata);
         if args.json {
             return print_json(&r);
         }
@@ -226,10 +273,28 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
         for w in &r.warnings {
             println!("warning: {w}");
         }
-        if r.drift == 0 {
-            println!("in sync");
+        for f in &r.foreign {
+            println!("foreign: {f}");
+        }
+        for e in &r.ec2_net_utils {
+            println!("{e}");
+        }
+        let foreign = if r.foreign.is_empty() {
+            String::new()
         } else {
-            println!("{} pending changes (run `eniroute apply`)", r.drift);
+            format!(
+                "; {} foreign object{} in eniroute's tables left as they are",
+                r.foreign.len(),
+                if r.foreign.len() == 1 { "" } else { "s" }
+            )
+        };
+        if r.drift == 0 {
+            println!("in sync{foreign}");
+        } else {
+            println!(
+                "{} pending changes (run `eniroute apply`){foreign}",
+                r.drift
+            );
         }
         Ok(())
     })

@@ -53,6 +53,10 @@ pub(super) enum Input<'a> {
         result: Result<&'a Outcome, &'a NetlinkError>,
         took: Duration,
     },
+    /// A reconcile was due, but the agent must change nothing for now, for
+    /// this reason (amazon-ec2-net-utils is installed; see
+    /// [`crate::coexist::standing_by`]).
+    StandingBy(String),
     /// The time [`Machine::next_wake`] named has come.
     Timer,
     /// SIGUSR1: read metadata now, nothing cached.
@@ -126,6 +130,8 @@ pub(super) struct Machine {
     /// How often to tell systemd's watchdog the agent is alive, and when
     /// next.
     watchdog: Option<(Duration, Instant)>,
+    /// Why the agent changes nothing for now, while it does.
+    standing_by: Option<String>,
 }
 
 impl Machine {
@@ -158,6 +164,7 @@ impl Machine {
             started: now,
             ready: false,
             watchdog: None,
+            standing_by: None,
         }
     }
 
@@ -198,7 +205,17 @@ impl Machine {
                 self.dirty = true;
             }
             Input::Metadata(result) => self.metadata_read(now, result, &mut out),
-            Input::Reconciled { result, took } => self.reconciled(now, result, took, &mut out),
+            Input::Reconciled { result, took } => {
+                if self.standing_by.take().is_some() {
+                    log(
+                        &mut out,
+                        Level::INFO,
+                        "amazon-ec2-net-utils is gone: taking over its tables and rules",
+                    );
+                }
+                self.reconciled(now, result, took, &mut out)
+            }
+            Input::StandingBy(why) => self.stand_by(now, why, &mut out),
             Input::Timer => self.timers_fired(now, &mut out),
             Input::Refresh => {
                 log(&mut out, Level::INFO, "SIGUSR1: reading metadata again now");
@@ -535,6 +552,25 @@ impl Machine {
         self.last_status = status;
     }
 
+    /// Changes nothing, says why (once, and in `STATUS=`), and looks again
+    /// on the repair schedule (up to every 5 s): removing a package sends
+    /// no netlink event. Boot is not held up: the other agent routes until
+    /// then.
+    fn stand_by(&mut self, now: Instant, why: String, out: &mut Vec<Command>) {
+        if self.standing_by.as_deref() != Some(why.as_str()) {
+            log(out, Level::WARN, why.clone());
+        }
+        if !self.ready {
+            self.ready = true;
+            out.push(Command::Notify(format!("READY=1\nSTATUS={why}")));
+        } else if why != self.last_status {
+            out.push(Command::Notify(format!("STATUS={why}")));
+        }
+        self.last_status = why.clone();
+        self.standing_by = Some(why);
+        self.schedule_repair(now, true);
+    }
+
     /// Keeps (or ends) the retry schedule for a reconcile that could not
     /// finish: a failed change, a failed kernel read, a link udev still holds.
     fn schedule_repair(&mut self, now: Instant, needed: bool) {
@@ -720,6 +756,41 @@ mod tests {
         assert_eq!(reconciles(&c), 1);
         reconciled(&mut m, t0, &outcome(&[], &[], &[]));
         m
+    }
+
+    #[test]
+    fn standing_by_is_ready_says_why_and_looks_again_until_it_may_reconcile() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(t0, endpoint(), POLL, middle);
+        m.start(t0);
+        let c = m.handle(t0, Input::Metadata(Ok(fixture("management-network"))));
+        assert_eq!(reconciles(&c), 1);
+        let why = "standing by: amazon-ec2-net-utils is installed".to_string();
+        let c = m.handle(t0, Input::StandingBy(why.clone()));
+        assert_eq!(notes(&c), [format!("READY=1\nSTATUS={why}").as_str()]);
+        assert_eq!(logs(&c, Level::WARN), [why.as_str()]);
+        // Looked at again soon, and said only once.
+        let wake = m.next_wake();
+        assert!(wake <= t0 + REPAIR_FIRST_RETRY * 2, "{:?}", wake - t0);
+        let c = m.handle(wake, Input::Timer);
+        assert_eq!(reconciles(&c), 1);
+        let c = m.handle(wake, Input::StandingBy(why.clone()));
+        assert!(
+            notes(&c).is_empty() && logs(&c, Level::WARN).is_empty(),
+            "{c:?}"
+        );
+        // Gone: the next reconcile says so and the schedule ends with it.
+        let wake = m.next_wake();
+        let c = m.handle(wake, Input::Timer);
+        assert_eq!(reconciles(&c), 1);
+        let c = reconciled(&mut m, wake, &outcome(&[], &[], &[]));
+        assert!(
+            logs(&c, Level::INFO)
+                .iter()
+                .any(|l| l.contains("amazon-ec2-net-utils is gone")),
+            "{c:?}"
+        );
+        assert!(m.repair.is_none());
     }
 
     #[test]

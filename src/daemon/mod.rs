@@ -206,6 +206,10 @@ impl Daemon {
                     }
                 }
                 Command::Reconcile => {
+                    if let Some(why) = crate::coexist::standing_by(&self.config) {
+                        queue.extend(self.machine.handle(Instant::now(), Input::StandingBy(why)));
+                        continue;
+                    }
                     let Some(instance) = self.machine.instance() else {
                         continue;
                     };

@@ -48,6 +48,13 @@ pub trait Kernel {
     async fn del_route(&self, route: &Route) -> Result<(), NetlinkError>;
     async fn add_rule(&self, rule: &Rule) -> Result<(), NetlinkError>;
     async fn del_rule(&self, rule: &Rule) -> Result<(), NetlinkError>;
+    /// Deletes a rule that carries `protocol` rather than ours: only for
+    /// taking over what amazon-ec2-net-utils left (see `crate::coexist`),
+    /// once an identical rule of ours is in place.
+    async fn del_foreign_rule(&self, rule: &Rule, protocol: u8) -> Result<(), NetlinkError>;
+    /// Deletes exactly `route` (its protocol and metric), the route
+    /// counterpart of [`Kernel::del_foreign_rule`].
+    async fn del_foreign_route(&self, route: &KernelRoute) -> Result<(), NetlinkError>;
     async fn set_link(&self, index: u32, change: &LinkChange) -> Result<(), NetlinkError>;
     /// Every link's kernel name, MAC and alternative names.
     async fn link_names(&self) -> Result<Vec<LinkNames>, NetlinkError>;

@@ -251,8 +251,10 @@ pub(crate) fn parse_route(msg: &RouteMessage, names: &HashMap<u32, String>) -> O
     let mut gateway = None;
     let mut oif = None;
     let mut src = None;
+    let mut metric = None;
     for attr in &msg.attributes {
         match attr {
+            RouteAttribute::Priority(p) => metric = Some(*p),
             RouteAttribute::Destination(a) => dst = route_ip(a),
             RouteAttribute::Gateway(a) => gateway = route_ip(a),
             RouteAttribute::Via(RouteVia::Inet(a)) => gateway = Some(IpAddr::V4(*a)),
@@ -268,6 +270,7 @@ pub(crate) fn parse_route(msg: &RouteMessage, names: &HashMap<u32, String>) -> O
         Family::Ipv6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
     });
     let dst = IpNet::new(dst_addr, header.destination_prefix_length).ok()?;
+    let metric = metric.unwrap_or(crate::values::default_metric(&dst));
     let dev = names
         .get(&oif)
         .cloned()
@@ -284,6 +287,7 @@ pub(crate) fn parse_route(msg: &RouteMessage, names: &HashMap<u32, String>) -> O
             src,
         },
         protocol: u8::from(header.protocol),
+        metric,
     })
 }
 

@@ -6,7 +6,7 @@ use ipnet::IpNet;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::address::AddressMessage;
 use netlink_packet_route::link::LinkMessage;
-use netlink_packet_route::route::RouteMessage;
+use netlink_packet_route::route::{RouteAttribute, RouteMessage};
 use netlink_packet_route::rule::RuleMessage;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::AsyncSocket;
@@ -231,6 +231,37 @@ impl Kernel for RtNetlink {
             "RTM_DELRULE",
             || rule.to_string(),
             RouteNetlinkMessage::DelRule(msg::rule_message(rule, self.protocol)),
+            0,
+        )
+        .await
+    }
+
+    async fn del_foreign_rule(&self, rule: &Rule, protocol: u8) -> Result<(), NetlinkError> {
+        ack(
+            &self.handle,
+            "RTM_DELRULE",
+            || format!("{rule} proto {protocol}"),
+            RouteNetlinkMessage::DelRule(msg::rule_message(rule, protocol)),
+            0,
+        )
+        .await
+    }
+
+    async fn del_foreign_route(&self, route: &KernelRoute) -> Result<(), NetlinkError> {
+        let mut m = msg::route_message(&route.route, route.protocol, RouteOp::Del);
+        // With the metric the kernel deletes this one route and no other
+        // alias of the same destination (ours among them).
+        m.attributes.push(RouteAttribute::Priority(route.metric));
+        ack(
+            &self.handle,
+            "RTM_DELROUTE",
+            || {
+                format!(
+                    "{} proto {} metric {}",
+                    route.route, route.protocol, route.metric
+                )
+            },
+            RouteNetlinkMessage::DelRoute(m),
             0,
         )
         .await

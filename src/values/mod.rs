@@ -7,6 +7,6 @@ mod routing;
 
 pub use eni::{EniFacts, EniKey, EniKeyError, Mac, ParseMacError};
 pub use routing::{
-    table_name, Address, Family, KernelRoute, KernelRule, Link, LinkAddress, LinkSettings, Route,
-    RpFilter, Rule, MAIN_TABLE,
+    default_metric, table_name, Address, Family, KernelRoute, KernelRule, Link, LinkAddress,
+    LinkSettings, Route, RpFilter, Rule, MAIN_TABLE,
 };

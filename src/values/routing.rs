@@ -191,6 +191,19 @@ pub struct KernelRule {
 pub struct KernelRoute {
     pub route: Route,
     pub protocol: u8,
+    /// `RTA_PRIORITY`: two routes to one destination with different
+    /// metrics are two kernel objects (systemd-networkd gives DHCP routes
+    /// the link's RouteMetric, eniroute leaves the kernel's default).
+    pub metric: u32,
+}
+
+/// The kernel's default metric for a route written without one: 0 for
+/// IPv4, 1024 for IPv6 (`IP6_RT_PRIO_USER`). eniroute's routes carry it.
+pub fn default_metric(dst: &IpNet) -> u32 {
+    match dst {
+        IpNet::V4(_) => 0,
+        IpNet::V6(_) => 1024,
+    }
 }
 
 /// Per-link settings for a managed ENI.
