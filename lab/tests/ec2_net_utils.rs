@@ -201,9 +201,16 @@ fn apply_takes_over_what_ec2_net_utils_left_while_a_connection_stays_up() {
     ] {
         assert!(out.contains(op), "{op:?} missing:\n{out}");
     }
-    // Every addition came before the first removal of theirs.
-    let first_removal = out.find("\n- ").unwrap_or(out.len());
-    assert!(out.rfind("\n+ ").unwrap_or(0) < first_removal, "{out}");
+    // Every rule and route of ours went in before the first of theirs went.
+    let lines: Vec<&str> = out.lines().collect();
+    let at = |prefixes: &[&str]| -> Vec<usize> {
+        (0..lines.len())
+            .filter(|i| prefixes.iter().any(|p| lines[*i].starts_with(p)))
+            .collect()
+    };
+    let additions = at(&["+ rule", "+ route", "~ route"]);
+    let removals = at(&["- rule", "- route"]);
+    assert!(additions.iter().max() < removals.iter().min(), "{out}");
 
     // Everything in the ENI tables and rules is eniroute's now, once each.
     ours_only(ns);
