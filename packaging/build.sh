@@ -68,6 +68,13 @@ meta_block() {
         inside && ($0 == "]" || $0 ~ /"""$/) { if ($0 != "]") { v = $0; sub(/"""$/, "", v); print v }; exit }
         inside { print }' Cargo.toml
 }
+# Every `name = "value"` line of a [section], as "name value" (the
+# dependency tables of cargo-generate-rpm: obsoletes, conflicts).
+meta_pairs() {
+    awk -v sec="[$1]" '
+        /^\[/ { in_sec = ($0 == sec); next }
+        in_sec && $2 == "=" { v = $0; sub(/^[^"]*"/, "", v); sub(/"$/, "", v); print $1, v }' Cargo.toml
+}
 # Field N (1-based) of a quoted-string array line such as ["a", "b", "644"].
 field() { awk -F'"' -v n="$1" '{ print $(2 * n) }'; }
 # The value of key K in an inline table line such as { source = "a", … }.
@@ -235,6 +242,15 @@ rpm_changelog=$(awk '
     echo "Release: $revision"
     echo "Summary: $(meta package.metadata.generate-rpm summary)"
     echo "License: Apache-2.0"
+    for tag in obsoletes:Obsoletes conflicts:Conflicts; do
+        meta_pairs "package.metadata.generate-rpm.${tag%%:*}" | while read -r name version; do
+            if [ "$version" = "*" ]; then
+                echo "${tag#*:}: $name"
+            else
+                echo "${tag#*:}: $name $version"
+            fi
+        done
+    done
     # Stripping and compressing are done above, the same for both packages.
     echo "%global __os_install_post %{nil}"
     echo "%global _build_id_links none"
@@ -247,7 +263,8 @@ rpm_changelog=$(awk '
     echo
     echo "%files"
     printf '%s' "$dirs$files"
-    for s in post:post_install_script preun:pre_uninstall_script postun:post_uninstall_script; do
+    for s in post:post_install_script preun:pre_uninstall_script postun:post_uninstall_script \
+        posttrans:post_trans_script; do
         echo
         echo "%${s%%:*}"
         cat "$(meta package.metadata.generate-rpm "${s#*:}")"

@@ -241,7 +241,8 @@ fn apply_takes_over_what_ec2_net_utils_left_while_a_connection_stays_up() {
     );
     let o = std::process::Command::new("sh")
         .arg(script)
-        .arg(&root.path)
+        .arg("1")
+        .env("ENIROUTE_HOST_ROOT", &root.path)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
