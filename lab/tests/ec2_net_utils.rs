@@ -27,6 +27,13 @@ const ECHO_PORT: u16 = 7000;
 /// adding ours, is caught this way).
 const EVERY: Duration = Duration::ZERO;
 
+/// Where the agent keeps its state on the recreated host: a directory of
+/// the test's own, since state directories are keyed by the namespace's
+/// inode, which the kernel reuses once an earlier test's namespace is gone.
+fn run_root(root: &HostRoot) -> std::path::PathBuf {
+    root.path.join("run/eniroute")
+}
+
 /// `eniroute ARGS` in the instance, with the checks for amazon-ec2-net-utils
 /// looking at `root` instead of `/`.
 fn eniroute_at(lab: &ManagementLab, root: &HostRoot, args: &[&str]) -> Output {
@@ -34,6 +41,7 @@ fn eniroute_at(lab: &ManagementLab, root: &HostRoot, args: &[&str]) -> Output {
         .ns
         .command(bin())
         .env("ENIROUTE_HOST_ROOT", &root.path)
+        .env("ENIROUTE_RUN_ROOT", run_root(root))
         .arg("--imds-endpoint")
         .arg(&lab.inst.endpoint)
         .args(args)
@@ -266,6 +274,7 @@ fn apply_takes_over_what_ec2_net_utils_left_while_a_connection_stays_up() {
         .ns
         .command(bin())
         .env("ENIROUTE_HOST_ROOT", &root.path)
+        .env("ENIROUTE_RUN_ROOT", run_root(&root))
         .args(["--imds-endpoint", &inst.endpoint, "apply"])
         .output()
         .unwrap();
@@ -298,7 +307,11 @@ fn daemon_stands_by_while_ec2_net_utils_is_installed_then_takes_over() {
     );
 
     // The daemon starts (no exit 2 for systemd to loop on) and stands by.
-    let env: [(&str, &OsStr); 1] = [("ENIROUTE_HOST_ROOT", root.path.as_os_str())];
+    let state = run_root(&root);
+    let env: [(&str, &OsStr); 2] = [
+        ("ENIROUTE_HOST_ROOT", root.path.as_os_str()),
+        ("ENIROUTE_RUN_ROOT", state.as_os_str()),
+    ];
     let mut daemon = Daemon::start_with_env(bin(), ns, &lab.inst.endpoint, None, &env).unwrap();
     assert!(
         wait_for(Duration::from_secs(5), || daemon
