@@ -84,9 +84,10 @@ impl From<io::Error> for RootfsError {
     }
 }
 
-/// The cache directory's name for the current recipe.
+/// The cache directory's name for the current recipe. No ',' or ':' in
+/// it: the path goes into overlayfs mount options.
 pub fn cache_key() -> String {
-    format!("rootfs-{SUITE}-{VARIANT}-{}", PACKAGES.join(","))
+    format!("rootfs-{SUITE}-{VARIANT}-{}", PACKAGES.join("_"))
 }
 
 /// The cached root filesystem under `cache`, built first if it is missing.
@@ -284,37 +285,54 @@ impl Drop for RunDir {
     }
 }
 
-/// Copies the cached root filesystem to `dir` and makes it the guest the
-/// test describes: hostname, no DNS, the quiet units masked, systemd-networkd
-/// enabled, and `network` (a systemd-networkd `.network` file) as
-/// `/etc/systemd/network/80-ec2.network`.
-pub fn prepare(cached: &Path, dir: &Path, network: &str) -> io::Result<()> {
-    let mut cp = Command::new("cp");
-    cp.args(["-a", "--reflink=auto"]).arg(cached).arg(dir);
-    super::netns::run(cp)?;
-    fs::write(dir.join("etc/hostname"), "eniroute-guest\n")?;
-    // The build leaves the host's resolver in; the guest has no DNS.
-    let resolv = dir.join("etc/resolv.conf");
-    let _ = fs::remove_file(&resolv);
-    fs::write(&resolv, "")?;
-    let netdir = dir.join("etc/systemd/network");
-    fs::create_dir_all(&netdir)?;
-    fs::write(netdir.join("80-ec2.network"), network)?;
-    chroot_systemctl(dir, &["enable", "systemd-networkd.service"])?;
-    let mut mask = vec!["mask"];
-    mask.extend(QUIET_UNITS);
-    chroot_systemctl(dir, &mask)?;
-    Ok(())
+/// What to boot: the cached root filesystem as the read-only lower layer of
+/// an overlay whose upper layer is a tmpfs (`--volatile=overlay`), so no
+/// run changes the cache or sees another run's changes, and nothing is
+/// copied. The guest the test describes is made with bind mounts and
+/// systemd's command line: `network` (a systemd-networkd `.network` file)
+/// as `/etc/systemd/network/80-ec2.network`, systemd-networkd started,
+/// the quiet units masked, a hostname, no DNS.
+pub struct Boot<'a> {
+    pub image: &'a Path,
+    pub ns: &'a Netns,
+    /// Unique among running guests (systemd-nspawn keeps state by it).
+    pub machine: &'a str,
+    /// This run's directory: the console log and the bound files go here.
+    /// No ',' or ':' in it (bind mount syntax).
+    pub dir: &'a Path,
+    pub network: &'a str,
+    /// More host directories, bound read-only at the guest paths given.
+    pub binds: &'a [(&'a Path, &'a str)],
 }
 
-fn chroot_systemctl(dir: &Path, args: &[&str]) -> io::Result<()> {
-    let mut cmd = Command::new("chroot");
-    cmd.arg(dir)
-        .arg("systemctl")
-        .args(args)
-        .env_clear()
-        .env("PATH", GUEST_PATH);
-    super::netns::run(cmd).map(|_| ())
+impl Boot<'_> {
+    fn args(&self) -> io::Result<Vec<String>> {
+        let etc = self.dir.join("etc");
+        let network = etc.join("network");
+        fs::create_dir_all(&network)?;
+        fs::write(network.join("80-ec2.network"), self.network)?;
+        fs::write(etc.join("hostname"), "eniroute-guest\n")?;
+        // The build leaves the host's resolver in; the guest has no DNS.
+        fs::write(etc.join("resolv.conf"), "")?;
+        let mut binds = vec![
+            (network, "/etc/systemd/network"),
+            (etc.join("hostname"), "/etc/hostname"),
+            (etc.join("resolv.conf"), "/etc/resolv.conf"),
+        ];
+        binds.extend(self.binds.iter().map(|(h, g)| (h.to_path_buf(), *g)));
+        let mut args = vec!["--volatile=overlay".to_string()];
+        for (host, guest) in binds {
+            args.push(format!("--bind-ro={}:{guest}", host.display()));
+        }
+        args.push("-D".into());
+        args.push(self.image.display().to_string());
+        // Arguments after the directory go to the guest's systemd, which
+        // reads them as its kernel command line.
+        args.push("--".into());
+        args.push("systemd.wants=systemd-networkd.service".into());
+        args.extend(QUIET_UNITS.iter().map(|u| format!("systemd.mask={u}")));
+        Ok(args)
+    }
 }
 
 /// Makes the kernel send SIGTERM to the child when the thread that started
@@ -340,14 +358,9 @@ pub struct Guest {
 impl Guest {
     /// Boots `root` with systemd as PID 1 in `ns`, the console going to
     /// `log`, and waits until the guest has finished booting.
-    pub fn boot(
-        root: &Path,
-        ns: &Netns,
-        machine: &str,
-        log: &Path,
-        timeout: Duration,
-    ) -> io::Result<Guest> {
-        let file = fs::File::create(log)?;
+    pub fn boot(spec: &Boot, timeout: Duration) -> io::Result<Guest> {
+        let log = spec.dir.join("console.log");
+        let file = fs::File::create(&log)?;
         let mut cmd = Command::new("systemd-nspawn");
         stop_with_parent(&mut cmd);
         let nspawn = cmd
@@ -357,15 +370,17 @@ impl Guest {
             // Not granted by default; systemd-networkd and eniroute need it,
             // and the namespace is the test's own.
             .arg("--capability=CAP_NET_ADMIN")
-            .arg(format!("--network-namespace-path={}", ns.path().display()))
-            .arg(format!("--machine={machine}"))
+            .arg(format!(
+                "--network-namespace-path={}",
+                spec.ns.path().display()
+            ))
+            .arg(format!("--machine={}", spec.machine))
             // Leave the host's journal, resolver and clock settings alone.
             .arg("--link-journal=no")
             .arg("--resolv-conf=off")
             .arg("--timezone=off")
             .arg("--console=read-only")
-            .arg("-D")
-            .arg(root)
+            .args(spec.args()?)
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
             .stderr(file)
@@ -375,11 +390,9 @@ impl Guest {
         let mut guest = Guest {
             nspawn: Some(nspawn),
             init: 0,
-            log: log.to_path_buf(),
+            log,
         };
-        if let Some(dir) = log.parent() {
-            record_pid(dir, "nspawn", nspawn_pid)?;
-        }
+        record_pid(spec.dir, "nspawn", nspawn_pid)?;
         let deadline = Instant::now() + timeout;
         guest.init = loop {
             // Until it has exec'd systemd, its mounts are not the guest's yet.

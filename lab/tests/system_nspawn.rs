@@ -95,13 +95,16 @@ struct Deb {
     version: String,
 }
 
+/// Where the guest sees the run's `pkgs` directory (bound read-only).
+const PKGS_IN_GUEST: &str = "/root/pkgs";
+
 impl Deb {
-    /// Where the guest sees it (copied into its /root).
+    /// Where the guest sees it: `pkgs/<dir>/<file>` of the run directory.
     fn in_guest(&self) -> String {
-        format!(
-            "/root/{}",
-            self.path.file_name().unwrap_or_default().to_string_lossy()
-        )
+        let mut parts = self.path.iter().rev();
+        let file = parts.next().unwrap_or_default().to_string_lossy();
+        let dir = parts.next().unwrap_or_default().to_string_lossy();
+        format!("{PKGS_IN_GUEST}/{dir}/{file}")
     }
 }
 
@@ -388,7 +391,7 @@ fn plan(name: &str, device: u32, subnet: &str, ips: &[&str]) -> EniPlan {
 /// Builds the VPC, boots the guest in its instance and starts the admin
 /// host's view: eth0 (10.0.1.10) and eth1 (10.0.2.20, secondary 10.0.2.21)
 /// attached before boot; DHCP knows their primaries.
-fn boot(root: &Path, run: &Path) -> System {
+fn boot(image: &Path, run: &Path) -> System {
     let vpc = Vpc::new().expect("router namespace");
     let ns = vpc.instance("guest").expect("instance namespace");
     let (sim, endpoint) = world::metadata_endpoint(&vpc, 80).expect("metadata endpoint");
@@ -423,11 +426,16 @@ fn boot(root: &Path, run: &Path) -> System {
         .client("admin", "10.9.0.5/24".parse().unwrap())
         .expect("admin host");
     let ssh = server(&inst.ns, PORT);
+    let pkgs = run.join("pkgs");
     let guest = Guest::boot(
-        root,
-        &inst.ns,
-        &format!("er{}-guest", std::process::id()),
-        &run.join("console.log"),
+        &guest::Boot {
+            image,
+            ns: &inst.ns,
+            machine: &format!("er{}-guest", std::process::id()),
+            dir: run,
+            network: EC2_NETWORK,
+            binds: &[(&pkgs, PKGS_IN_GUEST)],
+        },
         Duration::from_secs(120),
     )
     .expect("boot the guest");
@@ -468,24 +476,19 @@ fn debian_guest_runs_the_package_under_systemd() {
     let run = RunDir::create(&cache).expect("run directory");
 
     let t = Instant::now();
-    let first = build_deb(&run.path().join("pkgs"), None);
+    let first = build_deb(&run.path().join("pkgs/first"), None);
     let revision: u32 = first
         .version
         .rsplit_once('-')
         .and_then(|(_, r)| r.parse().ok())
         .unwrap_or_else(|| panic!("no package revision in version {:?}", first.version));
-    let newer = build_deb(&run.path().join("pkgs-newer"), Some(revision + 1));
+    let newer = build_deb(&run.path().join("pkgs/newer"), Some(revision + 1));
     let t_packages = t.elapsed();
 
-    let root = run.path().join("root");
-    guest::prepare(&cached, &root, EC2_NETWORK).expect("prepare the guest's root");
-    for d in [&first, &newer] {
-        std::fs::copy(&d.path, root.join(d.in_guest().trim_start_matches('/'))).expect("copy .deb");
-    }
     let deb = first.in_guest();
 
     let t = Instant::now();
-    let mut sys = boot(&root, run.path());
+    let mut sys = boot(&cached, run.path());
     let t_boot = t.elapsed();
     let t = Instant::now();
 
