@@ -176,6 +176,20 @@ impl Takeover {
     }
 }
 
+/// Whether their route leaves through the next hop eniroute's goes to. An
+/// IPv6 default that networkd learned from a router advertisement
+/// (`Gateway=_ipv6ra`) names the subnet router by its own link-local
+/// address; eniroute names it `fe80:ec2::1`: on the ENI's own link both
+/// are the VPC's router.
+fn same_next_hop(planned: &Route, theirs: &KernelRoute) -> bool {
+    let link_local = |g: Option<std::net::IpAddr>| matches!(g, Some(std::net::IpAddr::V6(a)) if a.segments()[0] & 0xffc0 == 0xfe80);
+    planned.gateway == theirs.route.gateway
+        || (theirs.protocol == RTPROT_RA
+            && planned.dst.prefix_len() == 0
+            && link_local(planned.gateway)
+            && link_local(theirs.route.gateway))
+}
+
 fn networkd_wrote(protocol: u8) -> bool {
     matches!(protocol, RTPROT_STATIC | RTPROT_RA | RTPROT_DHCP)
 }
@@ -205,9 +219,9 @@ pub fn takeover(plan: &Plan, current: &Current, protocol: u8) -> Takeover {
             .filter(|k| k.protocol != protocol && networkd_wrote(k.protocol))
             .filter(|k| k.route.table == table && k.route.oif == index)
             .filter(|k| {
-                planned_routes.iter().any(|p| {
-                    p.dst == k.route.dst && p.gateway == k.route.gateway && p.oif == k.route.oif
-                })
+                planned_routes
+                    .iter()
+                    .any(|p| p.dst == k.route.dst && p.oif == k.route.oif && same_next_hop(p, k))
             })
             .collect();
         if their_rules.is_empty() && their_routes.is_empty() {
@@ -564,6 +578,57 @@ mod tests {
         assert!(ops
             .iter()
             .any(|op| matches!(op, Op::AdoptAddress(a) if a.address == net("10.0.2.21/32"))));
+    }
+
+    #[test]
+    fn ipv6_rules_and_the_router_advertised_default_are_taken_over() {
+        let path = format!(
+            "{}/tests/fixtures/imds/ipv6-only.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let tree: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let instance = parse::instance_from(|p| tree::lookup(&tree, p)).unwrap();
+        let links = vec![
+            link(2, "eth0", "0a:00:00:00:00:01", &["10.0.1.10/24"]),
+            link(
+                3,
+                "eth1",
+                "0a:00:00:00:00:02",
+                &["2600:1f18:aaaa:bb02::20/128"],
+            ),
+        ];
+        let plan = crate::plan::plan(&instance, &links, &Config::default());
+        let ra_default = KernelRoute {
+            route: route(10001, "::/0", Some("fe80::4a:ff:fe00:1"), "eth1", 3),
+            protocol: RTPROT_RA,
+            metric: 513,
+        };
+        let subnet = KernelRoute {
+            route: route(10001, "2600:1f18:aaaa:bb02::/64", None, "eth1", 3),
+            protocol: RTPROT_STATIC,
+            metric: 1024,
+        };
+        let mut rule = theirs_rule("2600:1f18:aaaa:bb02::20/128", 10001);
+        rule.rule.family = Family::Ipv6;
+        let current = Current {
+            links,
+            rules: vec![rule.clone()],
+            routes: vec![ra_default.clone(), subnet],
+            ..Current::default()
+        };
+        let t = takeover(&plan, &current, 233);
+        assert_eq!(t.rules, vec![rule], "{t:?}");
+        // Ours goes in beside the advertised default (another metric),
+        // which goes last; the subnet route is replaced in place.
+        assert_eq!(t.routes, vec![ra_default], "{t:?}");
+        assert!(t.replace.contains(&(10001, net("::/0"))), "{t:?}");
+        assert!(
+            t.replace
+                .contains(&(10001, net("2600:1f18:aaaa:bb02::/64"))),
+            "{t:?}"
+        );
+        assert!(foreign_in_range(&plan, &current, &Config::default(), &t).is_empty());
     }
 
     #[test]
