@@ -22,8 +22,7 @@ use tracing::Level;
 use crate::agent::{self, Namespace, SetupError};
 use crate::config::{self, Config};
 use crate::imds::client::ImdsClient;
-use crate::netlink::rt::RtNetlink;
-use crate::netlink::{Kernel, NetlinkError};
+use crate::netlink::{EventSource, Kernel, NetlinkError};
 use crate::notify::Notifier;
 
 mod machine;
@@ -63,16 +62,18 @@ pub fn run(
         .build()
         .map_err(Error::Runtime)?;
     runtime.block_on(async move {
-        let mut d = Daemon::new(config, config_path, endpoint_override, ns)?;
+        let kernel = agent::kernel(&config)?;
+        let mut d = Daemon::new(config, config_path, endpoint_override, kernel, ns)?;
         d.run().await
     })
 }
 
-struct Daemon {
+/// The I/O around the [`Machine`], on any host.
+struct Daemon<K: Kernel> {
     config: Config,
     config_path: Option<PathBuf>,
     endpoint_override: Option<String>,
-    kernel: RtNetlink,
+    kernel: K,
     ns: Namespace,
     notifier: Notifier,
     requests: mpsc::UnboundedSender<FetchRequest>,
@@ -87,16 +88,16 @@ fn poll_interval(config: &Config) -> Duration {
     Duration::from_secs(config.metadata.volatile_refresh_secs.max(1))
 }
 
-impl Daemon {
+impl<K: Kernel> Daemon<K> {
     fn new(
         config: Config,
         config_path: Option<PathBuf>,
         endpoint_override: Option<String>,
+        kernel: K,
         ns: Namespace,
-    ) -> Result<Daemon, Error> {
+    ) -> Result<Daemon<K>, Error> {
         let client = agent::metadata_client(&config)?;
         let endpoint = client.endpoint_in_use();
-        let kernel = agent::kernel(&config)?;
         let (requests, request_rx) = mpsc::unbounded_channel();
         let (result_tx, results) = mpsc::unbounded_channel();
         tokio::spawn(metadata_task(client, request_rx, result_tx));
