@@ -2,8 +2,8 @@
 //! from Debian's packages, booted with systemd as PID 1 (systemd-nspawn) in
 //! an instance namespace of a simulated VPC, the freshly built .deb
 //! installed with dpkg. The VPC router serves metadata and DHCP (dnsmasq),
-//! and systemd-networkd in the guest runs DHCP on every ENI as Amazon Linux
-//! 2023's default configuration does. Every check is what a user sees: TCP
+//! and systemd-networkd in the guest runs DHCP on every ENI with Amazon
+//! Linux 2023's network file (packaging/networkd/80-ec2.network). Every check is what a user sees: TCP
 //! from the admin host, `ip route get … from …` in the guest, what systemd
 //! reports, what dpkg leaves on disk.
 //!
@@ -28,19 +28,23 @@ use eniroute_lab::imds_tree::instance_tree;
 use eniroute_lab::world::{self, EniPlan, LabInstance};
 use eniroute_lab::{Client, Netns, TcpServer, Vpc};
 
-/// What AL2023's 80-ec2.network does (DHCP on every ENI, which it matches
-/// by the ena/ixgbevf/vif drivers), for the lab's veth ENIs.
-const EC2_NETWORK: &str = "\
-# As Amazon Linux 2023's 80-ec2.network: DHCP on every ENI.
-[Match]
-Driver=veth
-
-[Network]
-DHCP=yes
-
-[DHCPv4]
-UseHostname=no
-";
+/// Amazon Linux 2023's DHCP-on-every-ENI network file, as the rpm ships it
+/// in amazon-ec2-net-utils' place, made to match the lab's veth ENIs
+/// instead of the ena/ixgbevf/vif drivers, at the lab's MTU (the router's
+/// ports are not jumbo).
+fn ec2_network() -> String {
+    let shipped = include_str!("../../packaging/networkd/80-ec2.network");
+    let matched = shipped.replace("Driver=ena ixgbevf vif", "Driver=veth");
+    assert_ne!(
+        matched, shipped,
+        "80-ec2.network no longer matches by driver"
+    );
+    matched
+        .lines()
+        .filter(|l| !l.starts_with("MTUBytes="))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
 
 /// An administrator's edit of the packaged configuration: kept by every
 /// upgrade, and it makes the daemon notice a moved IP within a second.
@@ -433,7 +437,7 @@ fn boot(image: &Path, run: &Path) -> System {
             ns: &inst.ns,
             machine: &format!("er{}-guest", std::process::id()),
             dir: run,
-            network: EC2_NETWORK,
+            network: &ec2_network(),
             binds: &[(&pkgs, PKGS_IN_GUEST)],
         },
         Duration::from_secs(120),
