@@ -99,8 +99,9 @@ fn apply_configures_an_ipv6_only_instance_with_no_configuration() {
         .unwrap();
     assert!(reaches(&lab.admin, "2001:db8:2::21", 22, SHORT).is_err());
 
+    // The deleted rule is drift: exit 3.
     let o = run(&lab.ns, &cfg, &["status"]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     let status = stdout(&o);
     assert!(
         status.starts_with(

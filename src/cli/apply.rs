@@ -19,7 +19,10 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
     let mut ns = Namespace::claim()?;
     runtime()?.block_on(async {
         // Metadata first: if it cannot be read, nothing is touched.
-        let instance = fetch(&client).await?;
+        let instance = fetch(&client).await.map_err(|f| Failure {
+            message: format!("{}; nothing was changed", f.message),
+            ..f
+        })?;
         let kernel = kernel(&cfg)?;
         let outcome = crate::reconcile::reconcile(&kernel, &instance, &cfg, &mut ns.records)
             .await

@@ -219,10 +219,22 @@ pub fn imds_client(cfg: &Config) -> Result<ImdsClient, Failure> {
     Ok(crate::agent::metadata_client(cfg)?)
 }
 
+/// Reads the instance's metadata; a failure says what failed and its
+/// likely cause. Read-only commands use it as it is; `apply` adds that it
+/// changed nothing.
 pub async fn fetch(client: &ImdsClient) -> Result<Instance, Failure> {
     crate::imds::fetch::fetch_instance(client)
         .await
-        .map_err(|e| Failure::runtime(format!("{e}; nothing was changed")))
+        .map_err(|e| Failure::runtime(metadata_message(&e)))
+}
+
+/// A metadata failure as the user reads it: the error, then the likely
+/// cause and what to check.
+pub fn metadata_message(e: &crate::imds::client::ImdsError) -> String {
+    match crate::imds::hint::hint(e, &crate::imds::hint::proxy_env()) {
+        Some(hint) => format!("{e}; {hint}"),
+        None => e.to_string(),
+    }
 }
 
 pub fn kernel(cfg: &Config) -> Result<RtNetlink, Failure> {

@@ -1,30 +1,60 @@
 //! `eniroute status`: each ENI as the kernel has it now: its rules and
 //! routes present or missing, drift, and foreign rules that send one of its
-//! addresses elsewhere.
+//! addresses elsewhere. A health check: the exit code says in sync (0),
+//! drift (3), conflicts (4) or metadata unreadable (5); docs/STATUS.md.
+//! Without metadata it still shows what the kernel holds for the links the
+//! agent manages, marked unverified.
 
 use std::collections::BTreeSet;
 
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::{imds_client, load_config, observe, print_json, runtime, Cli, Failure};
+use super::{imds_client, kernel, load_config, print_json, runtime, Cli, Failure};
+use crate::config::Config;
 use crate::plan::EniStatus;
 use crate::reconcile::{foreign_rules_ahead, Assessment, Current, Op, Ownership};
-use crate::values::{KernelRule, Rule};
+use crate::state;
+use crate::values::{KernelRule, Link, Rule};
+
+/// The version of the `--json` document; raised when a field changes
+/// meaning or goes away (adding a field does not raise it).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Exit codes beyond the CLI's 1 (runtime failure) and 2 (bad input).
+/// When several apply, the highest wins: without metadata neither drift nor
+/// the ENIs' addresses can be known, and a conflict is something `apply`
+/// cannot repair while drift is.
+pub const EXIT_DRIFT: u8 = 3;
+pub const EXIT_CONFLICT: u8 = 4;
+pub const EXIT_METADATA: u8 = 5;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// One JSON document (docs/STATUS.md lists every field)
     #[arg(long)]
     pub json: bool,
 }
 
+/// An address as the kernel has it on the link.
+#[derive(Debug, Serialize)]
+struct AddressReport {
+    /// With the kernel's prefix length, e.g. `10.0.2.20/24`.
+    address: IpNet,
+    /// `eniroute` when the agent added it, `other` otherwise (DHCP, a user).
+    owner: &'static str,
+}
+
 #[derive(Debug, Serialize)]
 struct EniReport {
-    mac: String,
+    /// The link's MAC (null for a link without one).
+    mac: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     interface_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     dev: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ifindex: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     card: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -32,11 +62,16 @@ struct EniReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     table: Option<u32>,
     status: String,
-    addresses: Vec<IpNet>,
+    /// Checked against metadata; false when metadata could not be read.
+    verified: bool,
+    /// What the kernel holds on the link.
+    addresses: Vec<AddressReport>,
     /// The link's alternative names (`ip link show` lists them as altname).
     altnames: Vec<String>,
     rules_present: Vec<String>,
     rules_missing: Vec<String>,
+    /// The agent's routes in the ENI's table, as the kernel has them.
+    routes: Vec<String>,
     /// Pending changes for this ENI: what `apply` would do.
     drift: Vec<String>,
     /// Rules of others that route one of this ENI's addresses elsewhere.
@@ -48,19 +83,28 @@ struct EniReport {
 
 #[derive(Debug, Serialize)]
 struct Report {
+    schema_version: u32,
+    /// `in-sync`, `drift`, `conflict` or `metadata-unavailable`.
+    state: &'static str,
+    /// The exit code of this run.
+    exit_code: u8,
     /// The metadata endpoint that answered, and how it was chosen.
     metadata: MetadataReport,
     enis: Vec<EniReport>,
     warnings: Vec<String>,
     /// Routes and rules of others in eniroute's table range, left as they
     /// are (what amazon-ec2-net-utils left and `apply` takes over is drift
-    /// instead).
+    /// instead). Reported; they do not change the exit code.
     foreign: Vec<String>,
     /// amazon-ec2-net-utils on this host: installed, or the runtime
     /// drop-ins it left.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     ec2_net_utils: Vec<String>,
+    /// Pending changes in all (what `apply` would do).
     drift: usize,
+    /// Foreign rules that take an ENI's traffic first, in all, plus one
+    /// when amazon-ec2-net-utils keeps the daemon standing by.
+    conflicts: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -70,6 +114,9 @@ struct MetadataReport {
     automatic: bool,
     /// The same, in words.
     how: String,
+    /// Why metadata could not be read, with the likely cause; null when it
+    /// was read.
+    error: Option<String>,
 }
 
 /// What amazon-ec2-net-utils is doing on this host, as lines for `status`.
@@ -148,10 +195,40 @@ fn cloud_init_rules(
         .collect()
 }
 
+fn addresses_of(link: Option<&Link>) -> Vec<AddressReport> {
+    link.map(|l| {
+        l.addresses
+            .iter()
+            .map(|a| AddressReport {
+                address: a.addr,
+                owner: if a.owned { "eniroute" } else { "other" },
+            })
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn altnames_of(current: &Current, index: Option<u32>) -> Vec<String> {
+    current
+        .names
+        .iter()
+        .find(|l| Some(l.index) == index)
+        .map(|l| l.altnames.clone())
+        .unwrap_or_default()
+}
+
+fn routes_in(current: &Current, table: Option<u32>, protocol: u8) -> Vec<String> {
+    current
+        .owned_routes(protocol)
+        .filter(|r| Some(r.table) == table)
+        .map(|r| r.to_string())
+        .collect()
+}
+
 fn report(
     assessment: &Assessment,
     current: &Current,
-    cfg: &crate::config::Config,
+    cfg: &Config,
     metadata: MetadataReport,
 ) -> Report {
     let own = Ownership::from(cfg);
@@ -159,7 +236,7 @@ fn report(
     let plan = &assessment.plan;
     let changes = &assessment.changes;
     let owned: BTreeSet<&Rule> = current.owned_rules(own.protocol).collect();
-    let enis = plan
+    let enis: Vec<EniReport> = plan
         .enis
         .iter()
         .map(|e| {
@@ -172,22 +249,20 @@ fn report(
                 wanted.into_iter().partition(|r| owned.contains(r));
             let dev = e.dev.clone().unwrap_or_default();
             EniReport {
-                mac: e.mac.to_string(),
+                mac: Some(e.mac.to_string()),
                 interface_id: e.interface_id.clone(),
                 dev: e.dev.clone(),
+                ifindex: e.index,
                 card: e.key.map(|k| k.card),
                 device: e.key.map(|k| k.device),
                 table: e.table,
                 status: e.status.to_string(),
-                addresses: e.addresses.clone(),
-                altnames: current
-                    .names
-                    .iter()
-                    .find(|l| Some(l.index) == e.index)
-                    .map(|l| l.altnames.clone())
-                    .unwrap_or_default(),
+                verified: true,
+                addresses: addresses_of(e.index.and_then(|i| current.link(i))),
+                altnames: altnames_of(current, e.index),
                 rules_present: present.iter().map(|r| r.to_string()).collect(),
                 rules_missing: missing.iter().map(|r| r.to_string()).collect(),
+                routes: routes_in(current, e.table, own.protocol),
                 drift: if e.status == EniStatus::Managed {
                     changes
                         .iter()
@@ -209,13 +284,94 @@ fn report(
         })
         .collect();
     let takeover = crate::coexist::takeover(plan, current, own.protocol);
+    // Another agent programs the same tables: the daemon stands by.
+    let standing_by = usize::from(
+        !cfg.selection.coexist_with_ec2_net_utils
+            && crate::coexist::ec2_net_utils(&crate::coexist::host_root()).is_some(),
+    );
+    let conflicts = enis.iter().map(|e| e.conflicts.len()).sum::<usize>() + standing_by;
+    let drift = changes.len();
+    let (state, exit_code) = if conflicts > 0 {
+        ("conflict", EXIT_CONFLICT)
+    } else if drift > 0 {
+        ("drift", EXIT_DRIFT)
+    } else {
+        ("in-sync", 0)
+    };
     Report {
+        schema_version: SCHEMA_VERSION,
+        state,
+        exit_code,
         metadata,
         enis,
         warnings: plan.warnings.clone(),
         foreign: crate::coexist::foreign_in_range(plan, current, cfg, &takeover),
         ec2_net_utils: ec2_net_utils(cfg),
-        drift: changes.len(),
+        drift,
+        conflicts,
+    }
+}
+
+/// Without metadata: the links the agent manages as the kernel has them,
+/// unverified. A link is the agent's when it is in the agent's interface
+/// group, holds an address the agent added, or carries one of its routes;
+/// its table is the one its routes are in.
+fn unverified_report(current: &Current, cfg: &Config, metadata: MetadataReport) -> Report {
+    let own = Ownership::from(cfg);
+    let owned_rules: Vec<&Rule> = current.owned_rules(own.protocol).collect();
+    let enis: Vec<EniReport> = current
+        .links
+        .iter()
+        .filter(|l| {
+            l.group == cfg.numbering.ifgroup
+                || l.addresses.iter().any(|a| a.owned)
+                || current.owned_routes(own.protocol).any(|r| r.oif == l.index)
+        })
+        .map(|l| {
+            let table = current
+                .owned_routes(own.protocol)
+                .find(|r| r.oif == l.index)
+                .map(|r| r.table);
+            let sources: Vec<IpNet> = l.addresses.iter().map(|a| a.addr).collect();
+            EniReport {
+                mac: l.mac.map(|m| m.to_string()),
+                interface_id: None,
+                dev: Some(l.name.clone()),
+                ifindex: Some(l.index),
+                card: None,
+                device: None,
+                table,
+                status: "unverified".into(),
+                verified: false,
+                addresses: addresses_of(Some(l)),
+                altnames: altnames_of(current, Some(l.index)),
+                rules_present: owned_rules
+                    .iter()
+                    .filter(|r| Some(r.table) == table && r.suppress_ifgroup.is_none())
+                    .map(|r| r.to_string())
+                    .collect(),
+                rules_missing: Vec::new(),
+                routes: routes_in(current, table, own.protocol),
+                drift: Vec::new(),
+                conflicts: table
+                    .map(|t| foreign_rules_ahead(&sources, t, &current.rules, own.protocol))
+                    .unwrap_or_default(),
+                cloud_init: Vec::new(),
+            }
+        })
+        .collect();
+    let conflicts = enis.iter().map(|e| e.conflicts.len()).sum();
+    Report {
+        schema_version: SCHEMA_VERSION,
+        state: "metadata-unavailable",
+        exit_code: EXIT_METADATA,
+        metadata,
+        enis,
+        warnings: Vec::new(),
+        foreign: Vec::new(),
+        ec2_net_utils: ec2_net_utils(cfg),
+        drift: 0,
+        conflicts,
     }
 }
 
@@ -223,81 +379,221 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
     let cfg = load_config(cli)?;
     let client = imds_client(&cfg)?;
     runtime()?.block_on(async {
-        let (assessment, current) = observe(&cfg, &client).await?;
+        let kernel = kernel(&cfg)?;
+        let dir = state::run_dir().map_err(Failure::runtime)?;
+        let records = state::AddressRecords::load(&dir);
+        let fetched = crate::imds::fetch::fetch_instance(&client).await;
         let endpoint = client.endpoint_in_use();
-        let metadata = MetadataReport {
+        let mut metadata = MetadataReport {
             endpoint: endpoint.current().to_string(),
             automatic: endpoint.automatic(),
             how: endpoint.to_string(),
+            error: None,
         };
-        let r = report(&assessment, &current, &cfg, metadata);
+        let r = match fetched {
+            Ok(instance) => {
+                let current = crate::reconcile::observe(&kernel, &records, &instance, &cfg)
+                    .await
+                    .map_err(Failure::runtime)?;
+                let assessment = crate::reconcile::assess(&instance, &current, &cfg);
+                report(&assessment, &current, &cfg, metadata)
+            }
+            Err(e) => {
+                metadata.error = Some(super::metadata_message(&e));
+                let current = Current::read(&kernel, &records)
+                    .await
+                    .map_err(Failure::runtime)?;
+                unverified_report(&current, &cfg, metadata)
+            }
+        };
         if args.json {
-            return print_json(&r);
-        }
-        println!("metadata: {}", r.metadata.how);
-        for e in &r.enis {
-            print!("{} {}", e.mac, e.interface_id.as_deref().unwrap_or("-"));
-            if let Some(dev) = &e.dev {
-                print!(" dev {dev}");
-            }
-            if let (Some(c), Some(d)) = (e.card, e.device) {
-                print!(" card {c} device {d}");
-            }
-            if let Some(t) = e.table {
-                print!(" table {t}");
-            }
-            println!(": {}", e.status);
-            if !e.addresses.is_empty() {
-                let a: Vec<String> = e.addresses.iter().map(|a| a.to_string()).collect();
-                println!("  addresses: {}", a.join(" "));
-            }
-            if !e.altnames.is_empty() {
-                println!("  altnames: {}", e.altnames.join(" "));
-            }
-            for rule in &e.rules_present {
-                println!("  ok      {rule}");
-            }
-            for rule in &e.rules_missing {
-                println!("  missing {rule}");
-            }
-            for d in &e.drift {
-                println!("  drift   {d}");
-            }
-            for c in &e.conflicts {
-                println!("  conflict: foreign {c} takes this ENI's traffic first");
-            }
-            for c in &e.cloud_init {
-                println!("  cloud-init: {c} also routes this ENI's address; switch it off with datasource.Ec2.apply_full_imds_network_config: false (README: cloud-init and AMIs)");
-            }
-        }
-        for w in &r.warnings {
-            println!("warning: {w}");
-        }
-        for f in &r.foreign {
-            println!("foreign: {f}");
-        }
-        for e in &r.ec2_net_utils {
-            println!("{e}");
-        }
-        let foreign = if r.foreign.is_empty() {
-            String::new()
+            print_json(&r)?;
         } else {
-            format!(
-                "; {} foreign object{} in eniroute's tables left as they are",
-                r.foreign.len(),
-                if r.foreign.len() == 1 { "" } else { "s" }
-            )
-        };
-        if r.drift == 0 {
-            println!("in sync{foreign}");
-        } else {
-            println!(
-                "{} pending changes (run `eniroute apply`){foreign}",
-                r.drift
-            );
+            print_human(&r);
         }
-        Ok(())
+        match r.exit_code {
+            0 => Ok(()),
+            code => Err(Failure {
+                code,
+                message: format!("status: {}", verdict(&r)),
+            }),
+        }
     })
+}
+
+/// One line for the state as a whole.
+fn verdict(r: &Report) -> String {
+    match r.state {
+        "metadata-unavailable" => {
+            "metadata could not be read; the kernel's state is shown unverified".into()
+        }
+        "conflict" => format!(
+            "{} conflict(s) with foreign rules or another agent",
+            r.conflicts
+        ),
+        "drift" => format!("{} pending changes (run `eniroute apply`)", r.drift),
+        _ => "in sync".into(),
+    }
+}
+
+fn table_row(e: &EniReport) -> [String; 9] {
+    let or_dash = |s: Option<String>| s.unwrap_or_else(|| "-".into());
+    let addresses: Vec<String> = e
+        .addresses
+        .iter()
+        .map(|a| match a.owner {
+            "eniroute" => format!("{}(eniroute)", a.address),
+            _ => format!("{}(other)", a.address),
+        })
+        .collect();
+    let rules = if e.verified {
+        format!(
+            "{} ok, {} missing",
+            e.rules_present.len(),
+            e.rules_missing.len()
+        )
+    } else {
+        format!("{} present", e.rules_present.len())
+    };
+    [
+        or_dash(e.interface_id.clone()),
+        or_dash(e.card.zip(e.device).map(|(c, d)| format!("{c}/{d}"))),
+        or_dash(e.dev.clone()),
+        or_dash(e.table.map(|t| t.to_string())),
+        if addresses.is_empty() {
+            "-".into()
+        } else {
+            addresses.join(",")
+        },
+        rules,
+        if e.verified {
+            e.drift.len().to_string()
+        } else {
+            "?".into()
+        },
+        e.conflicts.len().to_string(),
+        e.status.clone(),
+    ]
+}
+
+fn print_human(r: &Report) {
+    println!("metadata: {}", r.metadata.how);
+    if let Some(err) = &r.metadata.error {
+        println!("metadata unavailable: {err}");
+        println!("UNVERIFIED: what the kernel holds for the links eniroute manages, not checked against metadata");
+    }
+    let header = [
+        "ENI",
+        "DEVICE",
+        "LINK",
+        "TABLE",
+        "ADDRESSES",
+        "RULES",
+        "DRIFT",
+        "CONFLICTS",
+        "STATUS",
+    ]
+    .map(String::from);
+    let rows: Vec<[String; 9]> = std::iter::once(header)
+        .chain(r.enis.iter().map(table_row))
+        .collect();
+    let mut widths = [0usize; 9];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    for row in &rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+    for e in &r.enis {
+        print!(
+            "{} {}",
+            e.mac.as_deref().unwrap_or("-"),
+            e.interface_id.as_deref().unwrap_or("-")
+        );
+        if let Some(dev) = &e.dev {
+            print!(" dev {dev}");
+        }
+        if let (Some(c), Some(d)) = (e.card, e.device) {
+            print!(" card {c} device {d}");
+        }
+        if let Some(t) = e.table {
+            print!(" table {t}");
+        }
+        println!(": {}", e.status);
+        if !e.addresses.is_empty() {
+            let a: Vec<String> = e
+                .addresses
+                .iter()
+                .map(|a| format!("{} ({})", a.address, a.owner))
+                .collect();
+            println!("  addresses: {}", a.join(" "));
+        }
+        if !e.altnames.is_empty() {
+            println!("  altnames: {}", e.altnames.join(" "));
+        }
+        for rule in &e.rules_present {
+            println!("  ok      {rule}");
+        }
+        for rule in &e.rules_missing {
+            println!("  missing {rule}");
+        }
+        for route in &e.routes {
+            println!("  route   {route}");
+        }
+        for d in &e.drift {
+            println!("  drift   {d}");
+        }
+        for c in &e.conflicts {
+            println!("  conflict: foreign {c} takes this ENI's traffic first");
+        }
+        for c in &e.cloud_init {
+            println!("  cloud-init: {c} also routes this ENI's address; switch it off with datasource.Ec2.apply_full_imds_network_config: false (README: cloud-init and AMIs)");
+        }
+    }
+    for w in &r.warnings {
+        println!("warning: {w}");
+    }
+    for f in &r.foreign {
+        println!("foreign: {f}");
+    }
+    for e in &r.ec2_net_utils {
+        println!("{e}");
+    }
+    let foreign = if r.foreign.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; {} foreign object{} in eniroute's tables left as they are",
+            r.foreign.len(),
+            if r.foreign.len() == 1 { "" } else { "s" }
+        )
+    };
+    if r.metadata.error.is_some() {
+        println!("{}", verdict(r));
+        return;
+    }
+    if r.conflicts > 0 {
+        println!(
+            "{} conflict(s) with foreign rules or another agent; apply does not resolve them",
+            r.conflicts
+        );
+    }
+    if r.drift > 0 {
+        println!(
+            "{} pending changes (run `eniroute apply`){foreign}",
+            r.drift
+        );
+    }
+    if r.conflicts == 0 && r.drift == 0 {
+        println!("in sync{foreign}");
+    }
 }
 
 #[cfg(test)]

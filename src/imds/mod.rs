@@ -3,6 +3,7 @@
 pub mod client;
 pub mod endpoint;
 pub mod fetch;
+pub mod hint;
 pub mod model;
 pub mod parse;
 pub mod tree;
