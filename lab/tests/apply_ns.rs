@@ -292,7 +292,7 @@ fn status_reports_rules_drift_and_conflicting_foreign_rules() {
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
-        !out.contains("pending changes") && !out.contains("missing"),
+        !out.contains("pending changes") && !out.contains("  missing "),
         "{out}"
     );
     assert!(inst.ns.ip(["rule"]).unwrap().contains("lookup 50"));

@@ -545,7 +545,7 @@ fn print_human(r: &Report) {
             println!("  missing {rule}");
         }
         for route in &e.routes {
-            println!("  route   {route}");
+            println!("  ok      {route}");
         }
         for d in &e.drift {
             println!("  drift   {d}");
