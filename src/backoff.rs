@@ -50,6 +50,11 @@ impl Retry {
         }
     }
 
+    /// When the first attempt was scheduled.
+    pub fn since(&self) -> Instant {
+        self.since
+    }
+
     /// Called when `next` has passed: schedules the following attempt.
     pub fn advance(&mut self, now: Instant, cap: Duration, give_up: Duration) {
         self.step = (self.step * 2).min(cap);

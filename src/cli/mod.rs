@@ -231,10 +231,7 @@ pub async fn fetch(client: &ImdsClient) -> Result<Instance, Failure> {
 /// A metadata failure as the user reads it: the error, then the likely
 /// cause and what to check.
 pub fn metadata_message(e: &crate::imds::client::ImdsError) -> String {
-    match crate::imds::hint::hint(e, &crate::imds::hint::proxy_env()) {
-        Some(hint) => format!("{e}; {hint}"),
-        None => e.to_string(),
-    }
+    crate::imds::hint::explain(e)
 }
 
 pub fn kernel(cfg: &Config) -> Result<RtNetlink, Failure> {

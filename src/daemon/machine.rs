@@ -5,7 +5,7 @@
 //! the next timer is due. Nothing here reads a clock, a socket or a file,
 //! so every schedule can be tested by passing the time in.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use tracing::Level;
@@ -120,6 +120,11 @@ pub(super) struct Machine {
     /// Links waiting for their ENI's metadata: when to look again, and why
     /// (logged when it changes).
     lagging: BTreeMap<Mac, (Retry, String)>,
+    /// MACs of the links that metadata did not list at the first
+    /// reconcile. Metadata lists every attached ENI; only a hot-plugged one
+    /// can be missing for a while, so these are no ENIs (a bridge, a
+    /// container's veth) and never count as waiting in `STATUS=`.
+    not_enis: Option<BTreeSet<Mac>>,
     repair: Option<Retry>,
     last_errors: Vec<String>,
     last_warnings: Vec<String>,
@@ -157,6 +162,7 @@ impl Machine {
             dirty: true,
             burst_until: None,
             lagging: BTreeMap::new(),
+            not_enis: None,
             repair: None,
             last_errors: Vec::new(),
             last_warnings: Vec::new(),
@@ -431,7 +437,8 @@ impl Machine {
                         out,
                         Level::WARN,
                         format!(
-                            "{e}; keeping the last known state ({} failed reads in a row), retrying in {retry:?}",
+                            "{}; keeping the last known state ({} failed reads in a row), retrying in {retry:?}",
+                            crate::imds::hint::explain(&e),
                             self.failures
                         ),
                     );
@@ -530,9 +537,23 @@ impl Machine {
             .iter()
             .filter(|e| e.status == EniStatus::Managed)
             .count();
+        let not_enis = self
+            .not_enis
+            .get_or_insert_with(|| o.unknown_macs.iter().copied().collect());
+        // Waiting: ENIs metadata lists but not whole yet, and links that
+        // appeared since start and may be a hot-plugged ENI metadata does
+        // not list yet, until the lag retries give up on them.
+        let waiting = self
+            .lagging
+            .iter()
+            .filter(|(mac, (retry, _))| {
+                !o.unknown_macs.contains(mac)
+                    || (!not_enis.contains(mac) && now.duration_since(retry.since()) <= LAG_GIVE_UP)
+            })
+            .count();
         let mut status = format!("{managed} ENIs managed");
-        if !self.lagging.is_empty() {
-            status += &format!(", {} waiting for metadata", self.lagging.len());
+        if waiting > 0 {
+            status += &format!(", {waiting} waiting for metadata");
         }
         if !o.applied.errors.is_empty() {
             status += &format!(", {} changes failing", o.applied.errors.len());
@@ -791,6 +812,36 @@ mod tests {
             "{c:?}"
         );
         assert!(m.repair.is_none());
+    }
+
+    #[test]
+    fn status_counts_as_waiting_only_links_that_are_or_may_be_enis() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(t0, endpoint(), POLL, middle);
+        m.start(t0);
+        m.handle(t0, Input::Metadata(Ok(fixture("management-network"))));
+        // A container's veth, there from the start and never in metadata.
+        let veth: Mac = "02:42:ac:11:00:02".parse().unwrap();
+        let c = reconciled(&mut m, t0 + ms(5), &outcome(&[], &[veth], &[]));
+        assert_eq!(
+            notes(&c),
+            ["READY=1\nSTATUS=0 ENIs managed; last reconcile: 0 changes in 2 ms"]
+        );
+        // A link that appears later and metadata does not list yet: a
+        // hot-plugged ENI, as far as anyone can tell.
+        let eni: Mac = "0a:e0:00:01:00:09".parse().unwrap();
+        let c = reconciled(&mut m, t0 + ms(50), &outcome(&[], &[veth, eni], &[]));
+        assert_eq!(
+            notes(&c),
+            ["STATUS=0 ENIs managed, 1 waiting for metadata; last reconcile: 0 changes in 2 ms"]
+        );
+        // Still not listed when the lag retries give up: no ENI after all.
+        let late = t0 + ms(50) + LAG_GIVE_UP + ms(1);
+        let c = reconciled(&mut m, late, &outcome(&[], &[veth, eni], &[]));
+        assert_eq!(
+            notes(&c),
+            ["STATUS=0 ENIs managed; last reconcile: 0 changes in 2 ms"]
+        );
     }
 
     #[test]

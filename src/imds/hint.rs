@@ -30,6 +30,15 @@ const ENABLE: &str =
 const HOP_LIMIT: &str =
     "aws ec2 modify-instance-metadata-options --instance-id <id> --http-put-response-hop-limit 2";
 
+/// `e` as the user reads it: the error, then its likely cause and what to
+/// check (proxies from this process's environment).
+pub fn explain(e: &ImdsError) -> String {
+    match hint(e, &proxy_env()) {
+        Some(h) => format!("{e}; {h}"),
+        None => e.to_string(),
+    }
+}
+
 /// The likely cause of `e` and what to check, or `None` when there is
 /// nothing to add to the error itself. `proxies`: see [`proxy_env`].
 pub fn hint(e: &ImdsError, proxies: &[String]) -> Option<String> {
@@ -40,10 +49,17 @@ pub fn hint(e: &ImdsError, proxies: &[String]) -> Option<String> {
         )
     };
     let mut hints = Vec::new();
+    // The token request failing by itself (the daemon's reads report it
+    // so) or inside a GET that could not get a token: the same cause.
+    let token_failure = match e.kind() {
+        ErrorKind::Token { cause, .. } => Some(cause.as_ref()),
+        kind if e.method() == "PUT" => Some(kind),
+        _ => None,
+    };
     match e.kind() {
         ErrorKind::Config(_) | ErrorKind::Endpoint(_) => return None,
         ErrorKind::Connect(_) => hints.push(nothing_answers()),
-        ErrorKind::Token { cause, .. } => match cause.as_ref() {
+        _ if token_failure.is_some() => match token_failure.unwrap_or(e.kind()) {
             ErrorKind::Connect(_) => hints.push(nothing_answers()),
             ErrorKind::Timeout => hints.push(format!(
                 "the token PUT got no answer in time: inside a container the instance's default hop limit of 1 lets the reply die one hop short (raise it: `{HOP_LIMIT}`); outside one, {}",
@@ -117,6 +133,14 @@ mod tests {
             h.contains("never sends metadata requests through a proxy"),
             "{h}"
         );
+
+        let put = ImdsError::new(
+            "http://169.254.169.254",
+            "PUT",
+            "latest/api/token",
+            ErrorKind::Timeout,
+        );
+        assert!(hint(&put, &[]).unwrap().contains("hop limit of 1"));
 
         let bad = ImdsError::new("ftp://x", "GET", "", ErrorKind::Config("bad".into()));
         assert_eq!(hint(&bad, &["HTTP_PROXY=x".into()]), None);
