@@ -28,7 +28,7 @@ use crate::netlink::altname::valid;
 use crate::netlink::{Kernel, LinkNames};
 use crate::plan::{EniStatus, Plan};
 use crate::reconcile::{apply, Applied, Op};
-use crate::values::{EniKey, Mac};
+use crate::values::{EniKey, Mac, Warning};
 
 const RECORDS_FILE: &str = "altnames.json";
 
@@ -189,7 +189,7 @@ pub fn diff(
     plan: &Plan,
     links: &[LinkNames],
     owned: &BTreeSet<(u32, String)>,
-) -> (Vec<Op>, Vec<String>) {
+) -> (Vec<Op>, Vec<Warning>) {
     let wanted = wanted(plan, links);
     let keep: BTreeSet<u32> = plan
         .uncertain_links()
@@ -227,11 +227,13 @@ pub fn diff(
                 .iter()
                 .find(|l| l.index != *index && (l.name == *name || l.altnames.contains(name)));
             match holder {
-                Some(other) if !leaving.contains(name.as_str()) => warnings.push(format!(
-                    "altname {name} for {} is already the name of link {}, which eniroute does \
-                     not own; leaving it there",
-                    link.name, other.name
-                )),
+                Some(other) if !leaving.contains(name.as_str()) => {
+                    warnings.push(Warning::AltnameTaken {
+                        name: name.clone(),
+                        dev: link.name.clone(),
+                        holder: other.name.clone(),
+                    })
+                }
                 _ => adds.push(Op::AddAltname {
                     index: *index,
                     dev: link.name.clone(),

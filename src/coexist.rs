@@ -37,7 +37,7 @@ use ipnet::IpNet;
 
 use crate::plan::{EniStatus, Plan};
 use crate::reconcile::Current;
-use crate::values::{default_metric, Address, KernelRoute, KernelRule, Route};
+use crate::values::{default_metric, Address, KernelRoute, KernelRule, Route, Warning};
 
 /// Route and rule protocols systemd-networkd writes: `static` for
 /// `[Route]` and `[RoutingPolicyRule]` sections, `ra` for routes through a
@@ -302,7 +302,7 @@ pub fn foreign_in_range(
     current: &Current,
     config: &crate::config::Config,
     takeover: &Takeover,
-) -> Vec<String> {
+) -> Vec<Warning> {
     let protocol = config.numbering.protocol;
     let base = config.numbering.table_base;
     let end = base.saturating_add(crate::config::TABLE_SPAN);
@@ -325,35 +325,19 @@ pub fn foreign_in_range(
         .filter(|k| k.protocol != protocol && (base..end).contains(&k.route.table))
         .filter(|k| !takeover.claims_route(k))
     {
-        let table = k.route.table;
-        let what = format!(
-            "{} (protocol {}, metric {})",
-            k.route,
-            protocol_name(k.protocol),
-            k.metric
-        );
-        out.push(match owner(table) {
-            Some(eni) => {
-                let shadows = plan.routes.iter().any(|p| {
-                    p.key() == k.route.key()
-                        && !current.owned_routes(protocol).any(|o| o.key() == p.key())
-                });
-                format!(
-                    "table {table} of {eni} holds a route eniroute did not create: {what}; \
-                     left as it is{}",
-                    if shadows {
-                        "; eniroute's own route to that destination stays out while it is there"
-                    } else {
-                        ""
-                    }
-                )
-            }
-            None => format!(
-                "table {table} lies in eniroute's range {base}-{} (numbering.table_base) and holds \
-                 a route eniroute did not create: {what}; left as it is; an ENI that gets this \
-                 table would share it",
-                end - 1
-            ),
+        let owner = owner(k.route.table);
+        let shadows = owner.is_some()
+            && plan.routes.iter().any(|p| {
+                p.key() == k.route.key()
+                    && !current.owned_routes(protocol).any(|o| o.key() == p.key())
+            });
+        out.push(Warning::ForeignRouteInRange {
+            route: k.route.clone(),
+            protocol: protocol_name(k.protocol),
+            metric: k.metric,
+            owner,
+            shadows,
+            range: (base, end - 1),
         });
     }
     for k in current
@@ -362,12 +346,10 @@ pub fn foreign_in_range(
         .filter(|k| k.protocol != protocol && (base..end).contains(&k.rule.table))
         .filter(|k| !takeover.claims_rule(k))
     {
-        out.push(format!(
-            "{} (protocol {}) points into eniroute's table {}; left as it is",
-            k.rule,
-            protocol_name(k.protocol),
-            k.rule.table
-        ));
+        out.push(Warning::ForeignRuleInRange {
+            rule: k.rule.clone(),
+            protocol: protocol_name(k.protocol),
+        });
     }
     out
 }
@@ -647,7 +629,10 @@ mod tests {
         let cfg = Config::default();
         let t = takeover(&plan, &current, cfg.numbering.protocol);
         assert!(!t.replace.contains(&(10001, net("0.0.0.0/0"))), "{t:?}");
-        let report = foreign_in_range(&plan, &current, &cfg, &t);
+        let report: Vec<String> = foreign_in_range(&plan, &current, &cfg, &t)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(report.len(), 1, "{report:#?}");
         assert!(report[0].starts_with("table 10001 of ENI"), "{}", report[0]);
         assert!(report[0].contains("via 10.0.2.99"), "{}", report[0]);

@@ -24,7 +24,9 @@ use serde::Serialize;
 
 use crate::config::{Config, EniOptions, UserRoute};
 use crate::imds::model::{Eni, EniState, Instance};
-use crate::values::{Address, EniKey, Family, Link, LinkSettings, Mac, Route, Rule, MAIN_TABLE};
+use crate::values::{
+    Address, EniKey, Family, Link, LinkSettings, Mac, Route, Rule, Warning, MAIN_TABLE,
+};
 
 /// The IPv6 router of every Nitro subnet.
 pub const IPV6_ROUTER: Ipv6Addr = Ipv6Addr::new(0xfe80, 0xec2, 0, 0, 0, 0, 0, 1);
@@ -69,7 +71,7 @@ pub struct Plan {
     pub rules: Vec<Rule>,
     /// Things a user should know: overlapping CIDRs, invalid metadata,
     /// user routes that cannot be honoured.
-    pub warnings: Vec<String>,
+    pub warnings: Vec<Warning>,
 }
 
 impl Plan {
@@ -143,7 +145,7 @@ pub fn plan(instance: &Instance, links: &[Link], config: &Config) -> Plan {
                 continue;
             }
             EniState::Invalid { mac, error } => {
-                plan.warnings.push(error.clone());
+                plan.warnings.push(Warning::InvalidMetadata(error.clone()));
                 let s = summary(*mac, None, EniStatus::Invalid(error.clone()));
                 plan.enis.push(with_link(s, by_mac.get(mac)));
                 continue;
@@ -163,13 +165,14 @@ pub fn plan(instance: &Instance, links: &[Link], config: &Config) -> Plan {
         }
         let table = eni.key.table(base);
         if let Some(other) = tables_seen.insert(table, eni.mac) {
-            let msg = format!(
-                "ENI {}: table {table} is already used by ENI {other}; metadata gives both {}",
-                eni.label(),
-                eni.key
-            );
-            plan.warnings.push(msg.clone());
-            s.status = EniStatus::Invalid(msg);
+            let warning = Warning::TableTaken {
+                eni: eni.label(),
+                table,
+                holder: other,
+                key: eni.key,
+            };
+            s.status = EniStatus::Invalid(warning.to_string());
+            plan.warnings.push(warning);
             plan.enis.push(s);
             continue;
         }
@@ -400,12 +403,12 @@ impl EniPlanner<'_> {
             }
         };
         if !on_subnet || Family::of(&r.dst) != family_of_ip(gw) {
-            self.plan.warnings.push(format!(
-                "ENI {} ({}): route {} via {gw} ignored: the gateway is not on the ENI's subnet",
-                eni.label(),
-                self.link.name,
-                r.dst
-            ));
+            self.plan.warnings.push(Warning::GatewayOffSubnet {
+                eni: eni.label(),
+                dev: self.link.name.clone(),
+                dst: r.dst,
+                gateway: gw,
+            });
             return None;
         }
         Some(gw)
@@ -437,11 +440,12 @@ impl EniPlanner<'_> {
                     .iter()
                     .find(|p| p.contains(cidr) || cidr.contains(*p))
                 {
-                    self.plan.warnings.push(format!(
-                        "ENI {} ({}): VPC CIDR {cidr} overlaps the primary VPC's {p}; not routed",
-                        eni.label(),
-                        self.link.name
-                    ));
+                    self.plan.warnings.push(Warning::VpcOverlap {
+                        eni: eni.label(),
+                        dev: self.link.name.clone(),
+                        cidr: IpNet::V4(*cidr),
+                        primary: IpNet::V4(*p),
+                    });
                     continue;
                 }
                 self.route(MAIN_TABLE, IpNet::V4(*cidr), Some(IpAddr::V4(router)), src);
@@ -453,11 +457,12 @@ impl EniPlanner<'_> {
                     .iter()
                     .find(|p| p.contains(cidr) || cidr.contains(*p))
                 {
-                    self.plan.warnings.push(format!(
-                        "ENI {} ({}): VPC CIDR {cidr} overlaps the primary VPC's {p}; not routed",
-                        eni.label(),
-                        self.link.name
-                    ));
+                    self.plan.warnings.push(Warning::VpcOverlap {
+                        eni: eni.label(),
+                        dev: self.link.name.clone(),
+                        cidr: IpNet::V6(*cidr),
+                        primary: IpNet::V6(*p),
+                    });
                     continue;
                 }
                 self.route(

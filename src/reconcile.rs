@@ -20,7 +20,9 @@ use crate::plan::{EniStatus, Plan};
 use crate::state::AddressRecords;
 use crate::sysctl::{Sysctl, SysctlError};
 use crate::values::Mac;
-use crate::values::{Address, KernelRoute, KernelRule, Link, LinkSettings, Route, Rule};
+use crate::values::{
+    Address, ForeignRule, KernelRoute, KernelRule, Link, LinkSettings, Route, Rule, Warning,
+};
 
 /// What the host has now, as far as the reconciler cares.
 #[derive(Debug, Clone, Default)]
@@ -559,7 +561,7 @@ pub fn foreign_rules_ahead(
     table: u32,
     rules: &[KernelRule],
     protocol: u8,
-) -> Vec<String> {
+) -> Vec<ForeignRule> {
     rules
         .iter()
         .filter(|k| k.protocol != protocol)
@@ -568,7 +570,10 @@ pub fn foreign_rules_ahead(
             Some(from) => sources.iter().any(|s| from.contains(&s.addr())),
             None => false,
         })
-        .map(|k| format!("{} (protocol {})", k.rule, k.protocol))
+        .map(|k| ForeignRule {
+            rule: k.rule.clone(),
+            protocol: k.protocol,
+        })
         .collect()
 }
 
@@ -583,7 +588,7 @@ pub struct Assessment {
     /// (see [`foreign_rules_ahead`]), and routes and rules of others in the
     /// agent's table range (see [`crate::coexist::foreign_in_range`]), one
     /// message each.
-    pub conflicts: Vec<String>,
+    pub conflicts: Vec<Warning>,
     /// MACs of links that metadata does not list (yet): a hot-plugged ENI
     /// shows up in the kernel before it shows up in metadata.
     pub unknown_macs: Vec<Mac>,
@@ -609,7 +614,7 @@ pub fn assess(instance: &Instance, current: &Current, config: &Config) -> Assess
         .filter_map(|l| l.mac)
         .filter(|m| m.octets() != [0; 6] && instance.get(*m).is_none())
         .collect();
-    let mut conflicts: Vec<String> = plan
+    let mut conflicts: Vec<Warning> = plan
         .enis
         .iter()
         .filter(|e| e.status == EniStatus::Managed)
@@ -617,12 +622,11 @@ pub fn assess(instance: &Instance, current: &Current, config: &Config) -> Assess
         .flat_map(|(e, table)| {
             foreign_rules_ahead(&e.addresses, table, &current.rules, own.protocol)
                 .into_iter()
-                .map(move |r| {
-                    format!(
-                        "ENI {} ({}): foreign {r} is consulted before table {table} and takes its traffic",
-                        e.interface_id.as_deref().unwrap_or("?"),
-                        e.dev.as_deref().unwrap_or("?")
-                    )
+                .map(move |rule| Warning::RuleAhead {
+                    eni: e.interface_id.clone().unwrap_or_else(|| "?".into()),
+                    dev: e.dev.clone().unwrap_or_else(|| "?".into()),
+                    rule,
+                    table,
                 })
         })
         .collect();
@@ -664,7 +668,7 @@ pub struct Outcome {
     #[serde(skip)]
     pub unknown_macs: Vec<Mac>,
     /// See [`Assessment::conflicts`].
-    pub conflicts: Vec<String>,
+    pub conflicts: Vec<Warning>,
     /// See [`Assessment::udev_pending`].
     #[serde(skip)]
     pub udev_pending: Vec<u32>,
@@ -1251,10 +1255,9 @@ mod tests {
         assert_eq!(altnames_of(&k, 3), ["eni-0010aa"]);
         assert_eq!(altnames_of(&k, 9), ["device-number-1"]);
         assert!(
-            out.plan
-                .warnings
-                .iter()
-                .any(|w| w.contains("device-number-1") && w.contains("tun0")),
+            out.plan.warnings.iter().any(
+                |w| w.to_string().contains("device-number-1") && w.to_string().contains("tun0")
+            ),
             "{:?}",
             out.plan.warnings
         );

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::plan::EniStatus;
 use crate::reconcile::{foreign_rules_ahead, Assessment, Current, Op, Ownership};
 use crate::state;
-use crate::values::{KernelRule, Link, Rule};
+use crate::values::{ForeignRule, KernelRule, Link, Rule, Warning};
 
 /// The version of the `--json` document; raised when a field changes
 /// meaning or goes away (adding a field does not raise it).
@@ -75,7 +75,7 @@ struct EniReport {
     /// Pending changes for this ENI: what `apply` would do.
     drift: Vec<String>,
     /// Rules of others that route one of this ENI's addresses elsewhere.
-    conflicts: Vec<String>,
+    conflicts: Vec<ForeignRule>,
     /// cloud-init's own policy routing for this ENI's addresses.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     cloud_init: Vec<String>,
@@ -91,11 +91,11 @@ struct Report {
     /// The metadata endpoint that answered, and how it was chosen.
     metadata: MetadataReport,
     enis: Vec<EniReport>,
-    warnings: Vec<String>,
+    warnings: Vec<Warning>,
     /// Routes and rules of others in eniroute's table range, left as they
     /// are (what amazon-ec2-net-utils left and `apply` takes over is drift
     /// instead). Reported; they do not change the exit code.
-    foreign: Vec<String>,
+    foreign: Vec<Warning>,
     /// amazon-ec2-net-utils on this host: installed, or the runtime
     /// drop-ins it left.
     #[serde(skip_serializing_if = "Vec::is_empty")]

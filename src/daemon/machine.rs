@@ -16,7 +16,7 @@ use crate::imds::model::{EniState, Instance};
 use crate::netlink::{Event, NetlinkError};
 use crate::plan::EniStatus;
 use crate::reconcile::Outcome;
-use crate::values::Mac;
+use crate::values::{Mac, Warning};
 
 /// Events that arrive this close together cause one reconcile: one attach
 /// is a link, its addresses and routes, and our own writes echo back.
@@ -127,7 +127,7 @@ pub(super) struct Machine {
     not_enis: Option<BTreeSet<Mac>>,
     repair: Option<Retry>,
     last_errors: Vec<String>,
-    last_warnings: Vec<String>,
+    last_warnings: Vec<Warning>,
     last_status: String,
 
     started: Instant,
@@ -501,7 +501,7 @@ impl Machine {
         }
         // Warnings (metadata, overlaps) and foreign rules that shadow ours
         // are logged when they change, not on every reconcile.
-        let warnings: Vec<String> = o
+        let warnings: Vec<Warning> = o
             .plan
             .warnings
             .iter()
@@ -510,7 +510,7 @@ impl Machine {
             .collect();
         if warnings != self.last_warnings {
             for w in &warnings {
-                log(out, Level::WARN, w.clone());
+                log(out, Level::WARN, w.to_string());
             }
             self.last_warnings = warnings;
         }
