@@ -334,7 +334,10 @@ fn daemon_stands_by_while_ec2_net_utils_is_installed_then_takes_over() {
     std::thread::sleep(Duration::from_millis(500));
     assert!(daemon.running(), "{}", daemon.log());
     assert_eq!(dumps(ns), untouched, "changed while standing by");
-    let status = stdout(&eniroute_at(&lab, &root, &["status"]));
+    // Another agent programs the same tables: a conflict for the health check.
+    let o = eniroute_at(&lab, &root, &["status"]);
+    assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    let status = stdout(&o);
     assert!(status.contains("the daemon stands by"), "{status}");
 
     // The rpm transaction erases the obsoleted package; its runtime

@@ -271,6 +271,18 @@ fn metadata_failures_name_their_likely_cause() {
         "{err}"
     );
 
+    // A token PUT that gets no answer in time: the hop limit of 1 that
+    // stops the reply short of a container (the request timeout is 2 s).
+    inst.sim.set_fault(
+        Some("latest/api/token"),
+        Some(Fault::Delay(std::time::Duration::from_secs(3))),
+    );
+    let o = eniroute(&inst.ns, &inst.endpoint, &["status"]);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    let out = stdout(&o);
+    assert!(out.contains("hop limit of 1"), "{out}");
+    assert!(out.contains("--http-put-response-hop-limit 2"), "{out}");
+
     // An endpoint that refuses the token PUT answers IMDSv1 only.
     inst.sim
         .set_fault(Some("latest/api/token"), Some(Fault::Status(405)));
