@@ -163,6 +163,12 @@ pub fn plan(instance: &Instance, links: &[Link], config: &Config) -> Plan {
             plan.enis.push(s);
             continue;
         }
+        if let Some(why) = unconfirmed_bare(eni, link, instance) {
+            plan.warnings.push(why.clone());
+            s.status = EniStatus::NotReady(why);
+            plan.enis.push(s);
+            continue;
+        }
         let table = eni.key.table(base);
         if let Some(other) = tables_seen.insert(table, eni.mac) {
             let warning = Warning::TableTaken {
@@ -219,6 +225,26 @@ pub fn plan(instance: &Instance, links: &[Link], config: &Config) -> Plan {
     plan.rules.sort();
     plan.rules.dedup();
     plan
+}
+
+/// One read that would strip an up link of every IPv4 address is more
+/// likely a metadata hiccup (an empty 200 or a 404 for one poll) than the
+/// operator removing the ENI's primary address, which EC2 does not allow:
+/// it is applied only once a second read says the same.
+fn unconfirmed_bare(eni: &Eni, link: &Link, instance: &Instance) -> Option<String> {
+    let has_v4 = link
+        .addresses
+        .iter()
+        .any(|a| matches!(a.addr, IpNet::V4(_)));
+    if !eni.ipv4s.is_empty() || !link.up || !has_v4 || instance.confirmed_bare.contains(&eni.mac) {
+        return None;
+    }
+    Some(format!(
+        "ENI {} ({}): key local-ipv4s: reads empty while {} is up with addresses; not applied until a second read confirms it",
+        eni.label(),
+        link.name,
+        link.name
+    ))
 }
 
 fn with_link(mut s: EniSummary, link: Option<&&Link>) -> EniSummary {

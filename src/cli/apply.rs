@@ -19,10 +19,18 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
     let mut ns = Namespace::claim()?;
     runtime()?.block_on(async {
         // Metadata first: if it cannot be read, nothing is touched.
-        let instance = fetch(&client).await.map_err(|f| Failure {
+        let unchanged = |f: Failure| Failure {
             message: format!("{}; nothing was changed", f.message),
             ..f
-        })?;
+        };
+        let mut instance = fetch(&client).await.map_err(unchanged)?;
+        // An ENI reading no IPv4 address is applied only when a second read
+        // agrees; otherwise its link stays as it is.
+        if instance.reads_bare() {
+            let mut again = fetch(&client).await.map_err(unchanged)?;
+            again.confirm_bare(Some(&instance));
+            instance = again;
+        }
         let kernel = kernel(&cfg)?;
         let outcome = crate::reconcile::reconcile(&kernel, &instance, &cfg, &mut ns.records)
             .await

@@ -393,7 +393,8 @@ impl Machine {
             );
         }
         match result {
-            Ok(instance) => {
+            Ok(mut instance) => {
+                instance.confirm_bare(self.instance.as_ref());
                 if self.failures > 0 {
                     log(
                         out,

@@ -36,7 +36,7 @@ pub async fn fetch_instance(client: &ImdsClient) -> Result<Instance, ImdsError> 
         .buffered(MAC_CONCURRENCY)
         .try_collect()
         .await?;
-    Ok(Instance { primary_mac, enis })
+    Ok(Instance::new(primary_mac, enis))
 }
 
 /// Metadata remembered between polls, for a daemon that reads the instance
@@ -139,10 +139,10 @@ impl MetadataCache {
             .iter()
             .map(|(mac, entry, _)| (*mac, entry.clone()))
             .collect();
-        Ok(Instance {
+        Ok(Instance::new(
             primary_mac,
-            enis: fresh.into_iter().map(|(_, _, state)| state).collect(),
-        })
+            fresh.into_iter().map(|(_, _, state)| state).collect(),
+        ))
     }
 }
 

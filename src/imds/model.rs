@@ -4,9 +4,10 @@
 //! [`Mac`], an [`EniKey`] or an [`Eni`], nothing downstream re-checks it or
 //! handles the raw string again.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::values::{EniFacts, EniKey, Mac};
@@ -55,6 +56,27 @@ impl Eni {
         }
     }
 
+    /// Every address and prefix metadata gives this ENI, with its key.
+    fn claims(&self) -> impl Iterator<Item = (&'static str, IpNet)> + '_ {
+        let v4 = self
+            .ipv4s
+            .iter()
+            .map(|a| ("local-ipv4s", IpNet::from(IpAddr::V4(*a))));
+        let p4 = self
+            .ipv4_prefixes
+            .iter()
+            .map(|p| ("ipv4-prefix", IpNet::V4(*p)));
+        let v6 = self
+            .ipv6s
+            .iter()
+            .map(|a| ("ipv6s", IpNet::from(IpAddr::V6(*a))));
+        let p6 = self
+            .ipv6_prefixes
+            .iter()
+            .map(|p| ("ipv6-prefix", IpNet::V6(*p)));
+        v4.chain(p4).chain(v6).chain(p6)
+    }
+
     /// A short label for messages: `eni-0abc (0a:…:ff)` or the MAC alone.
     pub fn label(&self) -> String {
         match &self.interface_id {
@@ -101,9 +123,85 @@ pub struct Instance {
     pub primary_mac: Mac,
     /// One entry per MAC in the listing, sorted by MAC.
     pub enis: Vec<EniState>,
+    /// ENIs whose empty `local-ipv4s` the previous read said too: a removal
+    /// that two reads agree on is applied, one read alone is not.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub confirmed_bare: BTreeSet<Mac>,
 }
 
 impl Instance {
+    /// An instance from one read. An address or prefix that metadata lists
+    /// on two ENIs cannot be on both: neither ENI is applied from this read
+    /// (each keeps what it has) until metadata is consistent again.
+    pub fn new(primary_mac: Mac, mut enis: Vec<EniState>) -> Instance {
+        let mut claims: Vec<(usize, &'static str, IpNet)> = Vec::new();
+        for (i, e) in enis.iter().enumerate() {
+            if let EniState::Ready(eni) = e {
+                claims.extend(eni.claims().map(|(k, n)| (i, k, n)));
+            }
+        }
+        let mut invalid: BTreeMap<usize, String> = BTreeMap::new();
+        for (n, (i, key, net)) in claims.iter().enumerate() {
+            for (j, other_key, other) in &claims[n + 1..] {
+                if i == j || !(net.contains(other) || other.contains(net)) {
+                    continue;
+                }
+                for (me, my_key, my_net, them, their_net) in
+                    [(*i, *key, net, *j, other), (*j, *other_key, other, *i, net)]
+                {
+                    let them = match &enis[them] {
+                        EniState::Ready(e) => e.label(),
+                        s => s.mac().to_string(),
+                    };
+                    invalid.entry(me).or_insert_with(|| {
+                        format!(
+                            "key {my_key}: {} is also listed on ENI {them} ({})",
+                            shown(my_net),
+                            shown(their_net)
+                        )
+                    });
+                }
+            }
+        }
+        for (i, why) in invalid {
+            if let EniState::Ready(eni) = &enis[i] {
+                let error = format!(
+                    "ENI {}: {why}; not applied, its link stays as it is",
+                    eni.label()
+                );
+                enis[i] = EniState::Invalid {
+                    mac: eni.mac,
+                    error,
+                };
+            }
+        }
+        Instance {
+            primary_mac,
+            enis,
+            confirmed_bare: BTreeSet::new(),
+        }
+    }
+
+    /// Marks the ENIs whose `local-ipv4s` reads empty now and read empty in
+    /// `previous` too: their removal is confirmed.
+    pub fn confirm_bare(&mut self, previous: Option<&Instance>) {
+        let Some(previous) = previous else { return };
+        self.confirmed_bare = self
+            .ready()
+            .filter(|e| e.ipv4s.is_empty())
+            .filter(
+                |e| matches!(previous.get(e.mac), Some(EniState::Ready(p)) if p.ipv4s.is_empty()),
+            )
+            .map(|e| e.mac)
+            .collect();
+    }
+
+    /// Whether some ENI reads with no IPv4 address at all, which a second
+    /// read must confirm before it is applied.
+    pub fn reads_bare(&self) -> bool {
+        self.ready().any(|e| e.ipv4s.is_empty())
+    }
+
     pub fn ready(&self) -> impl Iterator<Item = &Eni> {
         self.enis.iter().filter_map(|e| match e {
             EniState::Ready(eni) => Some(eni),
@@ -113,5 +211,14 @@ impl Instance {
 
     pub fn get(&self, mac: Mac) -> Option<&EniState> {
         self.enis.iter().find(|e| e.mac() == mac)
+    }
+}
+
+/// A host address without its /32 or /128; a prefix as it is.
+fn shown(net: &IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.to_string()
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::model::{Eni, EniState};
 use crate::values::{EniKey, EniKeyError, Mac, ParseMacError};
@@ -22,6 +22,14 @@ pub enum ValueError {
     SubnetNotCidr(String),
     #[error("key local-ipv4s: primary address {ip} is outside subnet {net}")]
     PrimaryOutsideSubnet { ip: Ipv4Addr, net: Ipv4Net },
+    /// Well-formed, but no EC2 subnet or ENI can have it: applying it would
+    /// break the host (169.254.169.254 on a link cuts off metadata itself).
+    #[error("key {key}: {value} {why}")]
+    Implausible {
+        key: &'static str,
+        value: String,
+        why: String,
+    },
     #[error("key device-number")]
     Key(#[from] EniKeyError),
 }
@@ -71,10 +79,19 @@ pub fn eni(mac: Mac, primary: bool, keys: &EniKeys) -> EniState {
     match parse_eni(mac, primary, keys) {
         Ok(Parsed::Ready(eni)) => EniState::Ready(eni),
         Ok(Parsed::NotReady(reason)) => EniState::NotReady { mac, reason },
-        Err(error) => EniState::Invalid {
-            mac,
-            error: format!("ENI {mac}: {}", crate::error_chain(&error)),
-        },
+        Err(error) => {
+            let label = match value(keys, "interface-id").filter(|v| !v.is_empty()) {
+                Some(id) => format!("{id} ({mac})"),
+                None => mac.to_string(),
+            };
+            EniState::Invalid {
+                mac,
+                error: format!(
+                    "ENI {label}: {}; not applied, its link stays as it is",
+                    crate::error_chain(&error)
+                ),
+            }
+        }
     }
 }
 
@@ -138,10 +155,43 @@ fn parse_eni(mac: Mac, primary: bool, keys: &EniKeys) -> Result<Parsed, ValueErr
                 .map_err(|_| ValueError::SubnetNotCidr(v.to_string()))
         })
         .transpose()?;
+    if let Some(net) = subnet_v4 {
+        plausible_subnet_v4(net)?;
+    }
+    for ip in &ipv4s {
+        plausible_v4("local-ipv4s", *ip, subnet_v4)?;
+    }
     if let (Some(net), Some(ip)) = (subnet_v4, ipv4s.first()) {
         if !net.contains(ip) {
             return Err(ValueError::PrimaryOutsideSubnet { ip: *ip, net });
         }
+    }
+    let ipv4_prefixes: Vec<Ipv4Net> = list(keys, "ipv4-prefix")?;
+    for p in &ipv4_prefixes {
+        plausible_prefix(
+            "ipv4-prefix",
+            IpNet::V4(*p),
+            p.trunc() != *p,
+            p.hosts().count() == 0,
+        )?;
+        plausible_v4("ipv4-prefix", p.network(), subnet_v4)?;
+    }
+    for ip in &ipv6s {
+        plausible_v6("ipv6s", *ip)?;
+    }
+    let ipv6_prefixes: Vec<Ipv6Net> = list(keys, "ipv6-prefix")?;
+    for p in &ipv6_prefixes {
+        plausible_prefix("ipv6-prefix", IpNet::V6(*p), p.trunc() != *p, false)?;
+        plausible_v6("ipv6-prefix", p.network())?;
+    }
+    let subnet_v6: Vec<Ipv6Net> = list(keys, "subnet-ipv6-cidr-blocks")?;
+    for net in &subnet_v6 {
+        plausible_prefix(
+            "subnet-ipv6-cidr-blocks",
+            IpNet::V6(*net),
+            net.trunc() != *net,
+            false,
+        )?;
     }
     if !ipv4s.is_empty() && subnet_v4.is_none() {
         return Ok(Parsed::NotReady(
@@ -156,14 +206,105 @@ fn parse_eni(mac: Mac, primary: bool, keys: &EniKeys) -> Result<Parsed, ValueErr
         subnet_id: text("subnet-id"),
         vpc_id: text("vpc-id"),
         ipv4s,
-        ipv4_prefixes: list(keys, "ipv4-prefix")?,
+        ipv4_prefixes,
         ipv6s,
-        ipv6_prefixes: list(keys, "ipv6-prefix")?,
+        ipv6_prefixes,
         subnet_v4,
-        subnet_v6: list(keys, "subnet-ipv6-cidr-blocks")?,
+        subnet_v6,
         vpc_v4: list(keys, "vpc-ipv4-cidr-blocks")?,
         vpc_v6: list(keys, "vpc-ipv6-cidr-blocks")?,
     }))
+}
+
+fn implausible(key: &'static str, value: impl ToString, why: impl Into<String>) -> ValueError {
+    ValueError::Implausible {
+        key,
+        value: value.to_string(),
+        why: why.into(),
+    }
+}
+
+/// An EC2 subnet is between /16 and /28: a /0 is everything, and a /31 or
+/// /32 leaves no room for the router at its first host address (a /32 made
+/// the ENI's own secondary address its gateway).
+fn plausible_subnet_v4(net: Ipv4Net) -> Result<(), ValueError> {
+    const KEY: &str = "subnet-ipv4-cidr-block";
+    if net.trunc() != net {
+        return Err(implausible(
+            KEY,
+            net,
+            format!("has host bits set (the subnet would be {})", net.trunc()),
+        ));
+    }
+    match net.prefix_len() {
+        0 => Err(implausible(KEY, net, "is /0, not a subnet")),
+        31 | 32 => Err(implausible(KEY, net, "leaves no room for a subnet router")),
+        _ => Ok(()),
+    }
+}
+
+fn plausible_prefix(
+    key: &'static str,
+    net: IpNet,
+    host_bits: bool,
+    empty: bool,
+) -> Result<(), ValueError> {
+    if net.prefix_len() == 0 {
+        return Err(implausible(key, net, "is /0, every address there is"));
+    }
+    if host_bits {
+        return Err(implausible(key, net, "has host bits set"));
+    }
+    if empty {
+        return Err(implausible(key, net, "holds no address"));
+    }
+    Ok(())
+}
+
+/// Addresses no ENI can have. The subnet's own network, broadcast and router
+/// addresses are the VPC's, never an ENI's.
+fn plausible_v4(
+    key: &'static str,
+    ip: Ipv4Addr,
+    subnet: Option<Ipv4Net>,
+) -> Result<(), ValueError> {
+    let why = if ip.is_unspecified() {
+        "is the unspecified address"
+    } else if ip.is_loopback() {
+        "is a loopback address"
+    } else if ip.is_link_local() {
+        "is link-local (169.254.0.0/16 holds the metadata service itself)"
+    } else if ip.is_multicast() {
+        "is a multicast address"
+    } else if ip.is_broadcast() {
+        "is the broadcast address"
+    } else if subnet.is_some_and(|n| n.prefix_len() < 31 && ip == n.network()) {
+        "is the subnet's network address"
+    } else if subnet.is_some_and(|n| n.prefix_len() < 31 && ip == n.broadcast()) {
+        "is the subnet's broadcast address"
+    } else if subnet.is_some_and(|n| {
+        n.prefix_len() < 31 && u32::from(n.network()).checked_add(1) == Some(u32::from(ip))
+    }) {
+        "is the subnet router, the ENI's own gateway"
+    } else {
+        return Ok(());
+    };
+    Err(implausible(key, ip, why))
+}
+
+fn plausible_v6(key: &'static str, ip: Ipv6Addr) -> Result<(), ValueError> {
+    let why = if ip.is_unspecified() {
+        "is the unspecified address"
+    } else if ip.is_loopback() {
+        "is the loopback address"
+    } else if ip.is_multicast() {
+        "is a multicast address"
+    } else if ip.segments()[0] & 0xffc0 == 0xfe80 {
+        "is link-local"
+    } else {
+        return Ok(());
+    };
+    Err(implausible(key, ip, why))
 }
 
 /// Reads a whole instance through `get` (a path relative to
@@ -194,7 +335,7 @@ pub fn instance_from(
             eni(mac, mac == primary_mac, &keys)
         })
         .collect();
-    Ok(super::model::Instance { primary_mac, enis })
+    Ok(super::model::Instance::new(primary_mac, enis))
 }
 
 #[cfg(test)]
