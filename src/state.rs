@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::{SocketAddr as StdSocketAddr, UnixListener};
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
@@ -17,6 +19,8 @@ use serde::{Deserialize, Serialize};
 use crate::values::{Link, Mac};
 
 pub const RUN_ROOT: &str = "/run/eniroute";
+
+const LINKS_UP: &str = "links-up.json";
 
 /// A file or directory of the state that could not be used, and why.
 #[derive(Debug, thiserror::Error)]
@@ -66,13 +70,99 @@ fn give_to_owner_of(path: &Path, dir: &Path) {
 
 /// Held for the life of a process that changes the kernel, so two agents in
 /// one namespace never fight over the same rules.
+///
+/// Two locks: an abstract unix socket, whose name lives in the network
+/// namespace itself rather than in a directory someone can delete (removing
+/// `/run/eniroute` let a second daemon start and fight the first), and the
+/// flock in the state directory, which older versions take and `refresh`
+/// finds the daemon by.
 #[derive(Debug)]
 pub struct Lock {
+    _socket: UnixListener,
     _file: Flock<File>,
+}
+
+/// The abstract socket name for a state directory. The path is only a name
+/// here: deleting the directory does not free it. It is part of the name so
+/// that tests with their own run root do not collide.
+fn socket_name(dir: &Path) -> Vec<u8> {
+    use std::hash::{Hash, Hasher};
+    let path = dir.join("lock");
+    let path = path.as_os_str().as_encoded_bytes();
+    // An abstract name has at most 107 bytes.
+    if path.len() <= 90 {
+        return [b"eniroute:".as_slice(), path].concat();
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    path.hash(&mut h);
+    format!("eniroute:#{:016x}", h.finish()).into_bytes()
+}
+
+fn shown_socket(name: &[u8]) -> PathBuf {
+    PathBuf::from(format!("@{}", String::from_utf8_lossy(name)))
+}
+
+fn busy(path: &Path, pid: Option<i32>) -> StateError {
+    let holder = match pid {
+        None => String::new(),
+        Some(p) => format!(" (pid {p})"),
+    };
+    err(
+        path,
+        format!(
+            "another eniroute process{holder} is already managing this network namespace; stop it first"
+        ),
+    )
+}
+
+/// Binds the namespace's abstract socket. Connections are accepted and
+/// dropped by a thread of their own, so the queue of a listener nobody
+/// serves never fills and blocks the next process that asks who holds it.
+fn bind_socket(name: &[u8]) -> Result<UnixListener, StateError> {
+    let shown = shown_socket(name);
+    let addr = StdSocketAddr::from_abstract_name(name).map_err(|e| err(&shown, e))?;
+    match UnixListener::bind_addr(&addr) {
+        Ok(listener) => {
+            let drain = listener.try_clone().map_err(|e| err(&shown, e))?;
+            std::thread::Builder::new()
+                .name("eniroute-lock".into())
+                .spawn(move || {
+                    for conn in drain.incoming() {
+                        drop(conn);
+                    }
+                })
+                .map_err(|e| err(&shown, e))?;
+            Ok(listener)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(busy(&shown, socket_holder(name))),
+        Err(e) => Err(err(&shown, e)),
+    }
+}
+
+/// The pid of the process bound to the abstract socket: the kernel records
+/// the listener's credentials, and a connecting socket reads them
+/// (SO_PEERCRED) without the holder having to answer.
+fn socket_holder(name: &[u8]) -> Option<i32> {
+    use nix::sys::socket::{
+        connect, getsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, UnixAddr,
+    };
+    use std::os::fd::AsRawFd;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .ok()?;
+    let addr = UnixAddr::new_abstract(name).ok()?;
+    connect(fd.as_raw_fd(), &addr).ok()?;
+    let cred = getsockopt(&fd, sockopt::PeerCredentials).ok()?;
+    Some(cred.pid())
 }
 
 impl Lock {
     pub fn acquire(dir: &Path) -> Result<Lock, StateError> {
+        let socket = bind_socket(&socket_name(dir))?;
         ensure_dir(dir)?;
         let path = dir.join("lock");
         let file = OpenOptions::new()
@@ -89,19 +179,13 @@ impl Lock {
                 // lock itself is the flock, released by the kernel on exit.
                 let _ = file.set_len(0);
                 let _ = writeln!(&mut *file, "{}", std::process::id());
-                Ok(Lock { _file: file })
+                Ok(Lock {
+                    _socket: socket,
+                    _file: file,
+                })
             }
             Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
-                let holder = match holder_pid(&file) {
-                    None => String::new(),
-                    Some(p) => format!(" (pid {p})"),
-                };
-                Err(err(
-                    &path,
-                    format!(
-                        "another eniroute process{holder} is already managing this network namespace; stop it first"
-                    ),
-                ))
+                Err(busy(&path, holder_pid(&file).map(|p| p as i32)))
             }
             Err((_, e)) => Err(err(&path, e)),
         }
@@ -138,6 +222,10 @@ struct Record {
 pub struct AddressRecords {
     path: PathBuf,
     records: BTreeSet<Record>,
+    /// Links (ifindex, MAC) seen up: one that is down now was set down by
+    /// someone (an administrator's maintenance) and stays down. Kept beside
+    /// the address records, in `links-up.json`.
+    links_up: BTreeSet<(u32, Mac)>,
 }
 
 impl AddressRecords {
@@ -153,7 +241,58 @@ impl AddressRecords {
             }),
             Err(_) => BTreeSet::new(),
         };
-        AddressRecords { path, records }
+        let links_up = fs::read_to_string(dir.join(LINKS_UP))
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+            .unwrap_or_default();
+        AddressRecords {
+            path,
+            records,
+            links_up,
+        }
+    }
+
+    /// Managed links that are down although they were up before: an
+    /// administrator took them down, and they stay down. A link seen for
+    /// the first time (a hot-plugged ENI) is not among them.
+    pub fn held_down(&self, links: &[Link]) -> BTreeSet<u32> {
+        links
+            .iter()
+            .filter(|l| !l.up)
+            .filter(|l| l.mac.is_some_and(|m| self.links_up.contains(&(l.index, m))))
+            .map(|l| l.index)
+            .collect()
+    }
+
+    /// Remembers which links are up now, and forgets links that are gone
+    /// (an ifindex reused by a new link is a new link). Writes the file only
+    /// when something changed.
+    pub fn note_links(&mut self, links: &[Link]) -> Result<(), StateError> {
+        let present = |i: u32, m: Mac| links.iter().any(|l| l.index == i && l.mac == Some(m));
+        let mut next: BTreeSet<(u32, Mac)> = self
+            .links_up
+            .iter()
+            .copied()
+            .filter(|(i, m)| present(*i, *m))
+            .collect();
+        next.extend(
+            links
+                .iter()
+                .filter(|l| l.up)
+                .filter_map(|l| l.mac.map(|m| (l.index, m))),
+        );
+        if next == self.links_up {
+            return Ok(());
+        }
+        self.links_up = next;
+        let path = self.dir().join(LINKS_UP);
+        if let Some(dir) = path.parent() {
+            ensure_dir(dir)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_string(&self.links_up).map_err(|e| err(&tmp, e))?;
+        fs::write(&tmp, text).map_err(|e| err(&tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| err(&path, e))
     }
 
     /// The state directory the records live in.
@@ -226,6 +365,9 @@ pub fn remove_records(dir: &Path) -> io::Result<()> {
 
 /// The pid of the process holding this namespace's lock, if one does.
 pub fn daemon_pid(dir: &Path) -> Option<i32> {
+    if let Some(pid) = socket_holder(&socket_name(dir)) {
+        return Some(pid);
+    }
     let path = dir.join("lock");
     let file = File::open(&path).ok()?;
     match Flock::lock(file, FlockArg::LockSharedNonblock) {
@@ -278,6 +420,19 @@ mod tests {
         assert!(
             b.contains("already managing") && b.contains(&std::process::id().to_string()),
             "{b}"
+        );
+        // Removing the directory frees no lock: the socket's name is the
+        // namespace's.
+        fs::remove_dir_all(&dir).unwrap();
+        let c = Lock::acquire(&dir).unwrap_err().to_string();
+        assert!(
+            c.contains("already managing") && c.contains(&format!("pid {}", std::process::id())),
+            "{c}"
+        );
+        assert_eq!(
+            daemon_pid(&dir),
+            Some(std::process::id() as i32),
+            "the holder is found without the directory"
         );
         let _ = fs::remove_dir_all(&dir);
     }
