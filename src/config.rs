@@ -422,7 +422,7 @@ pub fn load_checked(path: Option<&Path>) -> Result<Config, Vec<ConfigError>> {
         Some(p) => (p.to_path_buf(), true),
         None => (PathBuf::from(DEFAULT_PATH), false),
     };
-    let text = match std::fs::read_to_string(&path) {
+    let text = match read_file(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
             return Ok(Config::default())
@@ -441,6 +441,57 @@ pub fn load_checked(path: Option<&Path>) -> Result<Config, Vec<ConfigError>> {
         }
     };
     check(&text, &path)
+}
+
+/// The largest configuration file read. Real ones are a few KiB; the
+/// bound keeps a symlink to a device or a runaway file from eating memory.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// Reads a configuration file, which must be a regular file of at most
+/// [`MAX_CONFIG_BYTES`]. Opened non-blocking and checked before it is read:
+/// a FIFO would block the reader (the daemon's event loop on SIGHUP) until
+/// someone writes to it, and /dev/zero never ends.
+fn read_file(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)?;
+    let meta = file.metadata()?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_fifo() {
+            "a FIFO"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else if kind.is_dir() {
+            "a directory"
+        } else if kind.is_socket() {
+            "a socket"
+        } else {
+            "not a file"
+        };
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("it is {what}, not a regular file"),
+        ));
+    }
+    let too_big = || {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("it is larger than {MAX_CONFIG_BYTES} bytes"),
+        )
+    };
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_big());
+    }
+    String::from_utf8(bytes).map_err(|_| Error::new(ErrorKind::InvalidData, "it is not UTF-8"))
 }
 
 /// Parses and validates `text` (read from `path`), stopping at the first

@@ -38,6 +38,8 @@ pub struct Current {
     pub names: Vec<LinkNames>,
     /// The alternative names the agent owns, by ifindex.
     pub owned_altnames: BTreeSet<(u32, String)>,
+    /// Managed links someone set down after they were up: left down.
+    pub held_down: BTreeSet<u32>,
 }
 
 impl Current {
@@ -61,7 +63,9 @@ impl Current {
             .collect();
         let names = kernel.link_names().await?;
         let owned_altnames = crate::altname::owned(records.dir(), &names);
+        let held_down = records.held_down(&links);
         Ok(Current {
+            held_down,
             links,
             rules: kernel.rules().await?,
             routes: kernel.routes().await?,
@@ -257,11 +261,14 @@ pub fn diff(plan: &Plan, current: &Current, own: Ownership) -> Vec<Op> {
         };
         let group = (link.group != want.group).then_some(want.group);
         let mtu = want.mtu.filter(|m| *m != link.mtu);
-        if !link.up || group.is_some() || mtu.is_some() {
+        // A link an administrator set down (for maintenance) stays down;
+        // one never seen up (a hot-plugged ENI) is brought up.
+        let up = !current.held_down.contains(&link.index);
+        if (up && !link.up) || group.is_some() || mtu.is_some() {
             ops.push(Op::SetLink {
                 index: link.index,
                 dev: link.name.clone(),
-                up: true,
+                up: up || link.up,
                 group,
                 mtu,
             });
@@ -297,6 +304,11 @@ pub fn diff(plan: &Plan, current: &Current, own: Ownership) -> Vec<Op> {
         .map(|r| r.route.key())
         .collect();
     for r in &plan.routes {
+        // The kernel refuses routes through a link that is down; one held
+        // down by an administrator gets them back when it comes up.
+        if current.held_down.contains(&r.oif) {
+            continue;
+        }
         match owned_routes.iter().find(|o| o.key() == r.key()) {
             Some(o) if o.same_as(r) => {}
             Some(_) => ops.push(Op::ReplaceRoute(r.clone())),
@@ -338,6 +350,7 @@ pub fn diff(plan: &Plan, current: &Current, own: Ownership) -> Vec<Op> {
     let keep_links: BTreeSet<u32> = plan
         .uncertain_links()
         .union(&plan.excluded_links())
+        .chain(&current.held_down)
         .copied()
         .collect();
     let keep_tables: BTreeSet<u32> = current
@@ -688,6 +701,9 @@ pub async fn reconcile(
     while out.passes < MAX_PASSES {
         out.passes += 1;
         let current = observe(kernel, records, instance, config).await?;
+        if let Err(e) = records.note_links(&current.links) {
+            out.applied.errors.push(e.to_string());
+        }
         let a = assess(instance, &current, config);
         out.unknown_macs = a.unknown_macs;
         out.conflicts = a.conflicts;

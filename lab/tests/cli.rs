@@ -176,3 +176,56 @@ fn a_missing_explicit_config_is_an_error() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/eniroute.toml"));
 }
+
+/// Runs the agent, killing it if it has not finished within `limit`: a
+/// reader that blocks must fail the test, not hang it.
+fn run_bounded(args: &[&str], limit: std::time::Duration) -> Option<std::process::Output> {
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Some(child.wait_with_output().unwrap())
+}
+
+/// Issue 11 D: a FIFO, a symlink to /dev/zero or an oversized file as the
+/// configuration is refused at once with a message saying why, never read
+/// until something writes or memory runs out.
+#[test]
+fn check_config_refuses_what_is_not_a_regular_file_of_bounded_size() {
+    let dir = std::env::temp_dir().join(format!("eniroute-cli-{}-special", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let zero = dir.join("zero.toml");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let big = dir.join("big.toml");
+    // Valid TOML all the way (comments), only too large.
+    std::fs::write(&big, "# padding\n".repeat(200_000)).unwrap();
+    for (path, why) in [(&fifo, "FIFO"), (&zero, "device"), (&big, "larger than")] {
+        let o = run_bounded(
+            &["check-config", "--config", path.to_str().unwrap()],
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap_or_else(|| panic!("check-config on {} did not return", path.display()));
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains(why),
+            "{err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

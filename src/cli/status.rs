@@ -79,6 +79,10 @@ struct EniReport {
     /// cloud-init's own policy routing for this ENI's addresses.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     cloud_init: Vec<String>,
+    /// The link was set down after it was up (by an administrator): the
+    /// agent leaves it down.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    down_by_administrator: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -276,6 +280,7 @@ fn report(
                     .table
                     .map(|t| foreign_rules_ahead(&e.addresses, t, &current.rules, own.protocol))
                     .unwrap_or_default(),
+                down_by_administrator: e.index.is_some_and(|i| current.held_down.contains(&i)),
                 cloud_init: e
                     .table
                     .map(|t| cloud_init_rules(&e.addresses, t, &current.rules, netplan.as_deref()))
@@ -357,6 +362,7 @@ fn unverified_report(current: &Current, cfg: &Config, metadata: MetadataReport) 
                     .map(|t| foreign_rules_ahead(&sources, t, &current.rules, own.protocol))
                     .unwrap_or_default(),
                 cloud_init: Vec::new(),
+                down_by_administrator: current.held_down.contains(&l.index),
             }
         })
         .collect();
@@ -527,6 +533,12 @@ fn print_human(r: &Report) {
             print!(" table {t}");
         }
         println!(": {}", e.status);
+        if e.down_by_administrator {
+            println!(
+                "  link down: set down by an administrator; eniroute leaves it down (`ip link set {} up` to resume)",
+                e.dev.as_deref().unwrap_or("-")
+            );
+        }
         if !e.addresses.is_empty() {
             let a: Vec<String> = e
                 .addresses
