@@ -88,6 +88,7 @@ fn converged() -> Current {
             .map(|r| KernelRoute {
                 route: r.clone(),
                 protocol: own.protocol,
+                metric: 0,
             })
             .collect(),
         ..Current::default()
