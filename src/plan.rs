@@ -163,9 +163,9 @@ pub fn plan(instance: &Instance, links: &[Link], config: &Config) -> Plan {
             plan.enis.push(s);
             continue;
         }
-        if let Some(why) = unconfirmed_bare(eni, link, instance) {
-            plan.warnings.push(why.clone());
-            s.status = EniStatus::NotReady(why);
+        if let Some(warning) = unconfirmed_bare(eni, link, instance) {
+            s.status = EniStatus::NotReady(warning.to_string());
+            plan.warnings.push(warning);
             plan.enis.push(s);
             continue;
         }
@@ -231,7 +231,7 @@ pub fn plan(instance: &Instance, links: &[Link], config: &Config) -> Plan {
 /// likely a metadata hiccup (an empty 200 or a 404 for one poll) than the
 /// operator removing the ENI's primary address, which EC2 does not allow:
 /// it is applied only once a second read says the same.
-fn unconfirmed_bare(eni: &Eni, link: &Link, instance: &Instance) -> Option<String> {
+fn unconfirmed_bare(eni: &Eni, link: &Link, instance: &Instance) -> Option<Warning> {
     let has_v4 = link
         .addresses
         .iter()
@@ -239,12 +239,10 @@ fn unconfirmed_bare(eni: &Eni, link: &Link, instance: &Instance) -> Option<Strin
     if !eni.ipv4s.is_empty() || !link.up || !has_v4 || instance.confirmed_bare.contains(&eni.mac) {
         return None;
     }
-    Some(format!(
-        "ENI {} ({}): key local-ipv4s: reads empty while {} is up with addresses; not applied until a second read confirms it",
-        eni.label(),
-        link.name,
-        link.name
-    ))
+    Some(Warning::UnconfirmedRemoval {
+        eni: eni.label(),
+        dev: link.name.clone(),
+    })
 }
 
 fn with_link(mut s: EniSummary, link: Option<&&Link>) -> EniSummary {

@@ -129,9 +129,10 @@ fn refused(t: &Value, key: &str, value: &str) {
         ),
         other => panic!("{key}={value}: expected invalid metadata, got {other:?}"),
     }
-    let named: Vec<_> = p
+    let named: Vec<String> = p
         .warnings
         .iter()
+        .map(|w| w.to_string())
         .filter(|w| w.contains("eni-0010aa"))
         .collect();
     assert_eq!(named.len(), 1, "{:?}", p.warnings);
@@ -243,7 +244,10 @@ fn a_one_read_empty_or_absent_address_list_is_held_until_a_second_read_confirms(
             ),
             other => panic!("expected held, got {other:?}"),
         }
-        assert!(p.warnings.iter().any(|w| w.contains("eni-0010aa")));
+        assert!(p
+            .warnings
+            .iter()
+            .any(|w| w.to_string().contains("eni-0010aa")));
         assert_eq!(removals_on_eth1(&p), [], "one bare read removes nothing");
 
         // A good read in between: nothing to confirm.

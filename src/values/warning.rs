@@ -16,6 +16,13 @@ pub enum Warning {
     /// An ENI whose metadata failed validation, in the parser's words
     /// (`ENI <mac>: key …`); that ENI is left alone.
     InvalidMetadata(String),
+    /// One read gives an up link with IPv4 addresses no IPv4 address at all
+    /// (an empty or 404 `local-ipv4s`): held until a second read agrees.
+    UnconfirmedRemoval {
+        /// The ENI's label (`eni-… (mac)`).
+        eni: String,
+        dev: String,
+    },
     /// Metadata gives two ENIs the same card and device, so the same table.
     TableTaken {
         /// The ENI's label (`eni-… (mac)`).
@@ -76,6 +83,10 @@ impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Warning::InvalidMetadata(message) => f.write_str(message),
+            Warning::UnconfirmedRemoval { eni, dev } => write!(
+                f,
+                "ENI {eni} ({dev}): key local-ipv4s: reads empty while {dev} is up with addresses; not applied until a second read confirms it"
+            ),
             Warning::TableTaken {
                 eni,
                 table,
