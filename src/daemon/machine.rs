@@ -1089,6 +1089,31 @@ mod tests {
         assert_eq!(m.next_wake(), now + REPAIR_FIRST_RETRY);
     }
 
+    /// Issue 11 A: one read with an empty `local-ipv4s` is not a removal;
+    /// the same answer on the next read confirms it (and is a change to
+    /// reconcile from); a good read in between starts over.
+    #[test]
+    fn an_empty_address_list_is_confirmed_only_by_the_next_read() {
+        let t0 = Instant::now();
+        let mut m = running(t0);
+        let good = fixture("management-network");
+        let mut bare = good.clone();
+        let mac = bare.enis[1].mac();
+        match &mut bare.enis[1] {
+            EniState::Ready(e) => e.ipv4s.clear(),
+            other => panic!("{other:?}"),
+        }
+        m.handle(t0 + ms(10), Input::Metadata(Ok(bare.clone())));
+        assert!(m.instance().unwrap().confirmed_bare.is_empty());
+        m.handle(t0 + ms(20), Input::Metadata(Ok(good.clone())));
+        m.handle(t0 + ms(30), Input::Metadata(Ok(bare.clone())));
+        assert!(m.instance().unwrap().confirmed_bare.is_empty());
+        let c = m.handle(t0 + ms(40), Input::Metadata(Ok(bare.clone())));
+        assert!(m.instance().unwrap().confirmed_bare.contains(&mac));
+        let c2 = m.handle(t0 + ms(40) + COALESCE, Input::Timer);
+        assert_eq!(reconciles(&c) + reconciles(&c2), 1);
+    }
+
     #[test]
     fn a_vanished_enis_link_makes_it_unready_until_its_metadata_is_read_again() {
         let t0 = Instant::now();
