@@ -24,10 +24,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::change::{apply, Applied, Op};
 use crate::netlink::altname::valid;
 use crate::netlink::{Kernel, LinkNames};
 use crate::plan::{EniStatus, Plan};
-use crate::reconcile::{apply, Applied, Op};
 use crate::values::{EniKey, Mac, Warning};
 
 const RECORDS_FILE: &str = "altnames.json";

@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 
 use crate::plan::{EniStatus, Plan};
-use crate::reconcile::Current;
+use crate::snapshot::Current;
 use crate::values::{default_metric, Address, KernelRoute, KernelRule, Route, Warning};
 
 /// Route and rule protocols systemd-networkd writes: `static` for

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod altname;
 pub mod backoff;
+pub mod change;
 pub mod cli;
 pub mod coexist;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod netlink;
 pub mod notify;
 pub mod plan;
 pub mod reconcile;
+pub mod snapshot;
 pub mod state;
 pub mod sysctl;
 pub mod udev;

@@ -7,213 +7,22 @@
 //! that is still empty, and a route never points at an address that is not
 //! there yet.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
+use std::collections::BTreeSet;
 
 use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::config::Config;
 use crate::imds::model::Instance;
-use crate::netlink::{Kernel, LinkChange, LinkNames, NetlinkError};
+use crate::netlink::{Kernel, NetlinkError};
 use crate::plan::{EniStatus, Plan};
 use crate::state::AddressRecords;
-use crate::sysctl::{Sysctl, SysctlError};
 use crate::values::Mac;
-use crate::values::{
-    Address, ForeignRule, KernelRoute, KernelRule, Link, LinkSettings, Route, Rule, Warning,
-};
+use crate::values::{Address, ForeignRule, KernelRule, Link, Route, Rule, Warning};
 
-/// What the host has now, as far as the reconciler cares.
-#[derive(Debug, Clone, Default)]
-pub struct Current {
-    pub links: Vec<Link>,
-    pub rules: Vec<KernelRule>,
-    pub routes: Vec<KernelRoute>,
-    /// Current values of the sysctls the plan sets.
-    pub sysctls: BTreeMap<Sysctl, String>,
-    /// Links udev has not initialised yet (and may still rename).
-    pub udev_pending: Vec<u32>,
-    /// Every link's names, alternative names included.
-    pub names: Vec<LinkNames>,
-    /// The alternative names the agent owns, by ifindex.
-    pub owned_altnames: BTreeSet<(u32, String)>,
-    /// Managed links someone set down after they were up: left down.
-    pub held_down: BTreeSet<u32>,
-}
-
-impl Current {
-    /// Reads the host. Addresses the state file records as added by the
-    /// agent count as owned too (for kernels that do not keep `IFA_PROTO`).
-    pub async fn read(
-        kernel: &impl Kernel,
-        records: &AddressRecords,
-    ) -> Result<Current, NetlinkError> {
-        let mut links = kernel.links().await?;
-        let recorded = records.owned(&links);
-        for link in &mut links {
-            for a in &mut link.addresses {
-                a.owned |= recorded.contains(&(link.index, a.addr));
-            }
-        }
-        let udev_pending = links
-            .iter()
-            .map(|l| l.index)
-            .filter(|i| !kernel.udev_initialised(*i))
-            .collect();
-        let names = kernel.link_names().await?;
-        let owned_altnames = crate::altname::owned(records.dir(), &names);
-        let held_down = records.held_down(&links);
-        Ok(Current {
-            held_down,
-            links,
-            rules: kernel.rules().await?,
-            routes: kernel.routes().await?,
-            sysctls: BTreeMap::new(),
-            udev_pending,
-            names,
-            owned_altnames,
-        })
-    }
-
-    /// Reads the sysctls the plan wants to set, so they can be compared.
-    pub fn read_sysctls(&mut self, kernel: &impl Kernel, plan: &Plan) {
-        for (key, _) in wanted_sysctls(&plan.links) {
-            if let Ok(v) = kernel.read_sysctl(&key) {
-                self.sysctls.insert(key, v);
-            }
-        }
-    }
-
-    /// The links the plan may use: a link udev has not finished with (and
-    /// may still rename) is not planned for yet; it has nothing of ours, so
-    /// nothing is lost.
-    pub fn ready_links(&self) -> Vec<Link> {
-        self.links
-            .iter()
-            .filter(|l| !self.udev_pending.contains(&l.index))
-            .cloned()
-            .collect()
-    }
-
-    pub fn owned_rules(&self, protocol: u8) -> impl Iterator<Item = &Rule> {
-        self.rules
-            .iter()
-            .filter(move |r| r.protocol == protocol && !r.has_other_selectors && !r.not_lookup)
-            .map(|r| &r.rule)
-    }
-
-    pub fn owned_routes(&self, protocol: u8) -> impl Iterator<Item = &Route> {
-        self.routes
-            .iter()
-            .filter(move |r| r.protocol == protocol)
-            .map(|r| &r.route)
-    }
-
-    pub fn link(&self, index: u32) -> Option<&Link> {
-        self.links.iter().find(|l| l.index == index)
-    }
-}
-
-/// One change to the kernel.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case", tag = "op")]
-pub enum Op {
-    SetLink {
-        index: u32,
-        dev: String,
-        up: bool,
-        group: Option<u32>,
-        mtu: Option<u32>,
-    },
-    SetSysctl {
-        key: Sysctl,
-        value: String,
-    },
-    AddAddress(Address),
-    AddRoute(Route),
-    ReplaceRoute(Route),
-    AddRule(Rule),
-    /// Records an address someone else added as the agent's from now on
-    /// (a secondary address of an ENI taken over from amazon-ec2-net-utils).
-    /// Changes nothing in the kernel.
-    AdoptAddress(Address),
-    DelRule(Rule),
-    /// Deletes a rule of amazon-ec2-net-utils' that an identical rule of
-    /// the agent's replaced (see [`crate::coexist`]).
-    DelForeignRule {
-        rule: Rule,
-        protocol: u8,
-    },
-    DelRoute(Route),
-    /// The route counterpart of `DelForeignRule`.
-    DelForeignRoute {
-        route: Route,
-        protocol: u8,
-        metric: u32,
-    },
-    DelAddress(Address),
-    /// An alternative name on a managed ENI's link (see [`crate::altname`]).
-    AddAltname {
-        index: u32,
-        dev: String,
-        name: String,
-    },
-    DelAltname {
-        index: u32,
-        dev: String,
-        name: String,
-    },
-}
-
-impl fmt::Display for Op {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Op::SetLink {
-                dev,
-                up,
-                group,
-                mtu,
-                ..
-            } => {
-                write!(f, "~ link {dev}")?;
-                if *up {
-                    write!(f, " up")?;
-                }
-                if let Some(g) = group {
-                    write!(f, " group {g}")?;
-                }
-                if let Some(m) = mtu {
-                    write!(f, " mtu {m}")?;
-                }
-                Ok(())
-            }
-            Op::SetSysctl { key, value } => write!(f, "~ sysctl {key}={value}"),
-            Op::AddAddress(a) => write!(f, "+ {a}"),
-            Op::AddRoute(r) => write!(f, "+ {r}"),
-            Op::ReplaceRoute(r) => write!(f, "~ {r}"),
-            Op::AddRule(r) => write!(f, "+ {r}"),
-            Op::AdoptAddress(a) => write!(f, "~ {a} (taken over from amazon-ec2-net-utils)"),
-            Op::DelRule(r) => write!(f, "- {r}"),
-            Op::DelForeignRule { rule, protocol } => write!(
-                f,
-                "- {rule} proto {protocol} (amazon-ec2-net-utils', replaced by eniroute's)"
-            ),
-            Op::DelRoute(r) => write!(f, "- {r}"),
-            Op::DelForeignRoute {
-                route,
-                protocol,
-                metric,
-            } => write!(
-                f,
-                "- {route} proto {protocol} metric {metric} (amazon-ec2-net-utils', replaced by eniroute's)"
-            ),
-            Op::DelAddress(a) => write!(f, "- {a}"),
-            Op::AddAltname { dev, name, .. } => write!(f, "+ altname {name} dev {dev}"),
-            Op::DelAltname { dev, name, .. } => write!(f, "- altname {name} dev {dev}"),
-        }
-    }
-}
+pub use crate::change::{apply, Applied, Op};
+use crate::snapshot::wanted_sysctls;
+pub use crate::snapshot::Current;
 
 /// Parameters of ownership.
 #[derive(Debug, Clone, Copy)]
@@ -229,25 +38,6 @@ impl From<&crate::config::Config> for Ownership {
             ifgroup: cfg.numbering.ifgroup,
         }
     }
-}
-
-fn wanted_sysctls(links: &[LinkSettings]) -> Vec<(Sysctl, String)> {
-    let mut out = Vec::new();
-    for l in links {
-        if let Some(fwd) = l.forwarding {
-            out.push((
-                Sysctl::ipv4_conf(&l.dev, "forwarding"),
-                if fwd { "1" } else { "0" }.to_string(),
-            ));
-        }
-        if let Some(rp) = l.rp_filter {
-            out.push((
-                Sysctl::ipv4_conf(&l.dev, "rp_filter"),
-                rp.sysctl_value().to_string(),
-            ));
-        }
-    }
-    out
 }
 
 /// The ordered list of changes that turns `current` into `plan`.
@@ -429,117 +219,6 @@ fn leave_group(link: &Link) -> Op {
         group: Some(0),
         mtu: None,
     }
-}
-
-/// The outcome of applying a diff.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Applied {
-    /// Changes made, in order.
-    pub ops: Vec<Op>,
-    /// Netlink and sysctl writes performed (a no-op reconcile makes none).
-    pub writes: usize,
-    /// Changes that failed for reasons other than a race; the rest went on.
-    pub errors: Vec<String>,
-    /// Addresses added and removed, for the state file.
-    #[serde(skip)]
-    pub added_addresses: Vec<(u32, IpNet)>,
-    #[serde(skip)]
-    pub removed_addresses: Vec<(u32, IpNet)>,
-}
-
-/// Why one change failed.
-enum OpError {
-    Netlink(NetlinkError),
-    Sysctl(SysctlError),
-}
-
-/// Applies `ops` in order. A race (the object already exists, or is already
-/// gone) is not an error: it means someone else got there first, and the
-/// caller's next read will see it. Other failures are collected and the
-/// remaining changes still go in, so one bad object never stops the rest.
-pub async fn apply(kernel: &impl Kernel, ops: Vec<Op>) -> Applied {
-    let mut out = Applied::default();
-    for op in ops {
-        if !matches!(op, Op::AdoptAddress(_)) {
-            out.writes += 1;
-        }
-        let result = match &op {
-            Op::SetLink {
-                index,
-                up,
-                group,
-                mtu,
-                ..
-            } => kernel
-                .set_link(
-                    *index,
-                    &LinkChange {
-                        up: *up,
-                        group: *group,
-                        mtu: *mtu,
-                    },
-                )
-                .await
-                .map_err(OpError::Netlink),
-            Op::SetSysctl { key, value } => {
-                kernel.write_sysctl(key, value).map_err(OpError::Sysctl)
-            }
-            Op::AddAddress(a) => kernel.add_address(a).await.map_err(OpError::Netlink),
-            Op::AddRoute(r) => kernel.add_route(r).await.map_err(OpError::Netlink),
-            Op::ReplaceRoute(r) => kernel.replace_route(r).await.map_err(OpError::Netlink),
-            Op::AddRule(r) => kernel.add_rule(r).await.map_err(OpError::Netlink),
-            // Nothing to write: the state file records it below.
-            Op::AdoptAddress(_) => Ok(()),
-            Op::DelRule(r) => kernel.del_rule(r).await.map_err(OpError::Netlink),
-            Op::DelForeignRule { rule, protocol } => kernel
-                .del_foreign_rule(rule, *protocol)
-                .await
-                .map_err(OpError::Netlink),
-            Op::DelRoute(r) => kernel.del_route(r).await.map_err(OpError::Netlink),
-            Op::DelForeignRoute {
-                route,
-                protocol,
-                metric,
-            } => kernel
-                .del_foreign_route(&KernelRoute {
-                    route: route.clone(),
-                    protocol: *protocol,
-                    metric: *metric,
-                })
-                .await
-                .map_err(OpError::Netlink),
-            Op::AddAltname { index, name, .. } => kernel
-                .set_altname(*index, name, true)
-                .await
-                .map_err(OpError::Netlink),
-            Op::DelAltname { index, name, .. } => kernel
-                .set_altname(*index, name, false)
-                .await
-                .map_err(OpError::Netlink),
-            Op::DelAddress(a) => kernel
-                .del_address(a.index, a.address)
-                .await
-                .map_err(OpError::Netlink),
-        };
-        match result {
-            Ok(()) => {
-                match &op {
-                    Op::AddAddress(a) | Op::AdoptAddress(a) => {
-                        out.added_addresses.push((a.index, a.address))
-                    }
-                    Op::DelAddress(a) => out.removed_addresses.push((a.index, a.address)),
-                    _ => {}
-                }
-                out.ops.push(op);
-            }
-            Err(OpError::Netlink(e)) if e.is_race() => {
-                tracing::debug!("{op}: {e} (raced with another change; re-reading)");
-            }
-            Err(OpError::Netlink(e)) => out.errors.push(crate::error_chain(&e)),
-            Err(OpError::Sysctl(e)) => out.errors.push(crate::error_chain(&e)),
-        }
-    }
-    out
 }
 
 /// Removes everything the agent owns: its rules, its routes, the addresses
@@ -740,11 +419,14 @@ pub async fn reconcile(
 #[cfg(test)]
 mod tests {
     use std::cell::RefCell;
+    use std::collections::BTreeMap;
 
     use super::*;
     use crate::config::Config;
     use crate::imds::{parse, tree};
-    use crate::values::LinkAddress;
+    use crate::netlink::LinkChange;
+    use crate::sysctl::{Sysctl, SysctlError};
+    use crate::values::{KernelRoute, LinkAddress};
 
     /// An in-memory host: enough to test the diff's ordering, idempotence
     /// and ownership without root, and without reading this machine's udev

@@ -1,0 +1,223 @@
+//! Changes to the kernel, and carrying them out. The diff (and the
+//! altname and takeover steps inside it) produce [`Op`]s; [`apply`] performs
+//! them through the host trait.
+
+use std::fmt;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use crate::netlink::{Kernel, LinkChange, NetlinkError};
+use crate::sysctl::{Sysctl, SysctlError};
+use crate::values::{Address, KernelRoute, Route, Rule};
+
+/// One change to the kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "op")]
+pub enum Op {
+    SetLink {
+        index: u32,
+        dev: String,
+        up: bool,
+        group: Option<u32>,
+        mtu: Option<u32>,
+    },
+    SetSysctl {
+        key: Sysctl,
+        value: String,
+    },
+    AddAddress(Address),
+    AddRoute(Route),
+    ReplaceRoute(Route),
+    AddRule(Rule),
+    /// Records an address someone else added as the agent's from now on
+    /// (a secondary address of an ENI taken over from amazon-ec2-net-utils).
+    /// Changes nothing in the kernel.
+    AdoptAddress(Address),
+    DelRule(Rule),
+    /// Deletes a rule of amazon-ec2-net-utils' that an identical rule of
+    /// the agent's replaced (see [`crate::coexist`]).
+    DelForeignRule {
+        rule: Rule,
+        protocol: u8,
+    },
+    DelRoute(Route),
+    /// The route counterpart of `DelForeignRule`.
+    DelForeignRoute {
+        route: Route,
+        protocol: u8,
+        metric: u32,
+    },
+    DelAddress(Address),
+    /// An alternative name on a managed ENI's link (see [`crate::altname`]).
+    AddAltname {
+        index: u32,
+        dev: String,
+        name: String,
+    },
+    DelAltname {
+        index: u32,
+        dev: String,
+        name: String,
+    },
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::SetLink {
+                dev,
+                up,
+                group,
+                mtu,
+                ..
+            } => {
+                write!(f, "~ link {dev}")?;
+                if *up {
+                    write!(f, " up")?;
+                }
+                if let Some(g) = group {
+                    write!(f, " group {g}")?;
+                }
+                if let Some(m) = mtu {
+                    write!(f, " mtu {m}")?;
+                }
+                Ok(())
+            }
+            Op::SetSysctl { key, value } => write!(f, "~ sysctl {key}={value}"),
+            Op::AddAddress(a) => write!(f, "+ {a}"),
+            Op::AddRoute(r) => write!(f, "+ {r}"),
+            Op::ReplaceRoute(r) => write!(f, "~ {r}"),
+            Op::AddRule(r) => write!(f, "+ {r}"),
+            Op::AdoptAddress(a) => write!(f, "~ {a} (taken over from amazon-ec2-net-utils)"),
+            Op::DelRule(r) => write!(f, "- {r}"),
+            Op::DelForeignRule { rule, protocol } => write!(
+                f,
+                "- {rule} proto {protocol} (amazon-ec2-net-utils', replaced by eniroute's)"
+            ),
+            Op::DelRoute(r) => write!(f, "- {r}"),
+            Op::DelForeignRoute {
+                route,
+                protocol,
+                metric,
+            } => write!(
+                f,
+                "- {route} proto {protocol} metric {metric} (amazon-ec2-net-utils', replaced by eniroute's)"
+            ),
+            Op::DelAddress(a) => write!(f, "- {a}"),
+            Op::AddAltname { dev, name, .. } => write!(f, "+ altname {name} dev {dev}"),
+            Op::DelAltname { dev, name, .. } => write!(f, "- altname {name} dev {dev}"),
+        }
+    }
+}
+
+/// The outcome of applying a diff.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Applied {
+    /// Changes made, in order.
+    pub ops: Vec<Op>,
+    /// Netlink and sysctl writes performed (a no-op reconcile makes none).
+    pub writes: usize,
+    /// Changes that failed for reasons other than a race; the rest went on.
+    pub errors: Vec<String>,
+    /// Addresses added and removed, for the state file.
+    #[serde(skip)]
+    pub added_addresses: Vec<(u32, IpNet)>,
+    #[serde(skip)]
+    pub removed_addresses: Vec<(u32, IpNet)>,
+}
+
+/// Why one change failed.
+enum OpError {
+    Netlink(NetlinkError),
+    Sysctl(SysctlError),
+}
+
+/// Applies `ops` in order. A race (the object already exists, or is already
+/// gone) is not an error: it means someone else got there first, and the
+/// caller's next read will see it. Other failures are collected and the
+/// remaining changes still go in, so one bad object never stops the rest.
+pub async fn apply(kernel: &impl Kernel, ops: Vec<Op>) -> Applied {
+    let mut out = Applied::default();
+    for op in ops {
+        if !matches!(op, Op::AdoptAddress(_)) {
+            out.writes += 1;
+        }
+        let result = match &op {
+            Op::SetLink {
+                index,
+                up,
+                group,
+                mtu,
+                ..
+            } => kernel
+                .set_link(
+                    *index,
+                    &LinkChange {
+                        up: *up,
+                        group: *group,
+                        mtu: *mtu,
+                    },
+                )
+                .await
+                .map_err(OpError::Netlink),
+            Op::SetSysctl { key, value } => {
+                kernel.write_sysctl(key, value).map_err(OpError::Sysctl)
+            }
+            Op::AddAddress(a) => kernel.add_address(a).await.map_err(OpError::Netlink),
+            Op::AddRoute(r) => kernel.add_route(r).await.map_err(OpError::Netlink),
+            Op::ReplaceRoute(r) => kernel.replace_route(r).await.map_err(OpError::Netlink),
+            Op::AddRule(r) => kernel.add_rule(r).await.map_err(OpError::Netlink),
+            // Nothing to write: the state file records it below.
+            Op::AdoptAddress(_) => Ok(()),
+            Op::DelRule(r) => kernel.del_rule(r).await.map_err(OpError::Netlink),
+            Op::DelForeignRule { rule, protocol } => kernel
+                .del_foreign_rule(rule, *protocol)
+                .await
+                .map_err(OpError::Netlink),
+            Op::DelRoute(r) => kernel.del_route(r).await.map_err(OpError::Netlink),
+            Op::DelForeignRoute {
+                route,
+                protocol,
+                metric,
+            } => kernel
+                .del_foreign_route(&KernelRoute {
+                    route: route.clone(),
+                    protocol: *protocol,
+                    metric: *metric,
+                })
+                .await
+                .map_err(OpError::Netlink),
+            Op::AddAltname { index, name, .. } => kernel
+                .set_altname(*index, name, true)
+                .await
+                .map_err(OpError::Netlink),
+            Op::DelAltname { index, name, .. } => kernel
+                .set_altname(*index, name, false)
+                .await
+                .map_err(OpError::Netlink),
+            Op::DelAddress(a) => kernel
+                .del_address(a.index, a.address)
+                .await
+                .map_err(OpError::Netlink),
+        };
+        match result {
+            Ok(()) => {
+                match &op {
+                    Op::AddAddress(a) | Op::AdoptAddress(a) => {
+                        out.added_addresses.push((a.index, a.address))
+                    }
+                    Op::DelAddress(a) => out.removed_addresses.push((a.index, a.address)),
+                    _ => {}
+                }
+                out.ops.push(op);
+            }
+            Err(OpError::Netlink(e)) if e.is_race() => {
+                tracing::debug!("{op}: {e} (raced with another change; re-reading)");
+            }
+            Err(OpError::Netlink(e)) => out.errors.push(crate::error_chain(&e)),
+            Err(OpError::Sysctl(e)) => out.errors.push(crate::error_chain(&e)),
+        }
+    }
+    out
+}

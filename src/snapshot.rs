@@ -1,0 +1,122 @@
+//! The host as the reconciler sees it: links, addresses, rules, routes,
+//! the sysctls the plan sets and the names the agent owns, read through the
+//! one host trait. Below the diff, so every part of the core can read it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::netlink::{Kernel, LinkNames, NetlinkError};
+use crate::plan::Plan;
+use crate::state::AddressRecords;
+use crate::sysctl::Sysctl;
+use crate::values::{KernelRoute, KernelRule, Link, LinkSettings, Route, Rule};
+
+/// What the host has now, as far as the reconciler cares.
+#[derive(Debug, Clone, Default)]
+pub struct Current {
+    pub links: Vec<Link>,
+    pub rules: Vec<KernelRule>,
+    pub routes: Vec<KernelRoute>,
+    /// Current values of the sysctls the plan sets.
+    pub sysctls: BTreeMap<Sysctl, String>,
+    /// Links udev has not initialised yet (and may still rename).
+    pub udev_pending: Vec<u32>,
+    /// Every link's names, alternative names included.
+    pub names: Vec<LinkNames>,
+    /// The alternative names the agent owns, by ifindex.
+    pub owned_altnames: BTreeSet<(u32, String)>,
+    /// Managed links someone set down after they were up: left down.
+    pub held_down: BTreeSet<u32>,
+}
+
+impl Current {
+    /// Reads the host. Addresses the state file records as added by the
+    /// agent count as owned too (for kernels that do not keep `IFA_PROTO`).
+    pub async fn read(
+        kernel: &impl Kernel,
+        records: &AddressRecords,
+    ) -> Result<Current, NetlinkError> {
+        let mut links = kernel.links().await?;
+        let recorded = records.owned(&links);
+        for link in &mut links {
+            for a in &mut link.addresses {
+                a.owned |= recorded.contains(&(link.index, a.addr));
+            }
+        }
+        let udev_pending = links
+            .iter()
+            .map(|l| l.index)
+            .filter(|i| !kernel.udev_initialised(*i))
+            .collect();
+        let names = kernel.link_names().await?;
+        let owned_altnames = crate::altname::owned(records.dir(), &names);
+        let held_down = records.held_down(&links);
+        Ok(Current {
+            held_down,
+            links,
+            rules: kernel.rules().await?,
+            routes: kernel.routes().await?,
+            sysctls: BTreeMap::new(),
+            udev_pending,
+            names,
+            owned_altnames,
+        })
+    }
+
+    /// Reads the sysctls the plan wants to set, so they can be compared.
+    pub fn read_sysctls(&mut self, kernel: &impl Kernel, plan: &Plan) {
+        for (key, _) in wanted_sysctls(&plan.links) {
+            if let Ok(v) = kernel.read_sysctl(&key) {
+                self.sysctls.insert(key, v);
+            }
+        }
+    }
+
+    /// The links the plan may use: a link udev has not finished with (and
+    /// may still rename) is not planned for yet; it has nothing of ours, so
+    /// nothing is lost.
+    pub fn ready_links(&self) -> Vec<Link> {
+        self.links
+            .iter()
+            .filter(|l| !self.udev_pending.contains(&l.index))
+            .cloned()
+            .collect()
+    }
+
+    pub fn owned_rules(&self, protocol: u8) -> impl Iterator<Item = &Rule> {
+        self.rules
+            .iter()
+            .filter(move |r| r.protocol == protocol && !r.has_other_selectors && !r.not_lookup)
+            .map(|r| &r.rule)
+    }
+
+    pub fn owned_routes(&self, protocol: u8) -> impl Iterator<Item = &Route> {
+        self.routes
+            .iter()
+            .filter(move |r| r.protocol == protocol)
+            .map(|r| &r.route)
+    }
+
+    pub fn link(&self, index: u32) -> Option<&Link> {
+        self.links.iter().find(|l| l.index == index)
+    }
+}
+
+/// The sysctls the plan sets on its links, with the values it wants.
+pub fn wanted_sysctls(links: &[LinkSettings]) -> Vec<(Sysctl, String)> {
+    let mut out = Vec::new();
+    for l in links {
+        if let Some(fwd) = l.forwarding {
+            out.push((
+                Sysctl::ipv4_conf(&l.dev, "forwarding"),
+                if fwd { "1" } else { "0" }.to_string(),
+            ));
+        }
+        if let Some(rp) = l.rp_filter {
+            out.push((
+                Sysctl::ipv4_conf(&l.dev, "rp_filter"),
+                rp.sysctl_value().to_string(),
+            ));
+        }
+    }
+    out
+}
