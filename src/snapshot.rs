@@ -35,7 +35,7 @@ impl Current {
         kernel: &impl Kernel,
         records: &AddressRecords,
     ) -> Result<Current, NetlinkError> {
-        let mut links = kernel.links().await?;
+        let (mut links, names) = kernel.links_and_names().await?;
         let recorded = records.owned(&links);
         for link in &mut links {
             for a in &mut link.addresses {
@@ -47,7 +47,6 @@ impl Current {
             .map(|l| l.index)
             .filter(|i| !kernel.udev_initialised(*i))
             .collect();
-        let names = kernel.link_names().await?;
         let owned_altnames = crate::altname::owned(records.dir(), &names);
         let held_down = records.held_down(&links);
         Ok(Current {

@@ -58,6 +58,11 @@ pub trait Kernel {
     async fn set_link(&self, index: u32, change: &LinkChange) -> Result<(), NetlinkError>;
     /// Every link's kernel name, MAC and alternative names.
     async fn link_names(&self) -> Result<Vec<LinkNames>, NetlinkError>;
+    /// [`Kernel::links`] and [`Kernel::link_names`] together, as a
+    /// reconcile reads them; a real host answers both from one dump.
+    async fn links_and_names(&self) -> Result<(Vec<Link>, Vec<LinkNames>), NetlinkError> {
+        Ok((self.links().await?, self.link_names().await?))
+    }
     /// `ip link property add|del dev <index> altname <name>`.
     async fn set_altname(&self, index: u32, name: &str, add: bool) -> Result<(), NetlinkError>;
 

@@ -64,7 +64,8 @@ impl RtNetlink {
         self.protocol
     }
 
-    async fn dump_links(&self) -> Result<Vec<Link>, NetlinkError> {
+    /// One RTM_GETLINK dump: the links' messages, for the parsers below.
+    async fn dump_links(&self) -> Result<Vec<LinkMessage>, NetlinkError> {
         let msgs = dump(
             &self.handle,
             "RTM_GETLINK",
@@ -73,20 +74,19 @@ impl RtNetlink {
         )
         .await?;
         Ok(msgs
-            .iter()
+            .into_iter()
             .filter_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => msg::parse_link(l),
+                RouteNetlinkMessage::NewLink(l) => Some(l),
                 _ => None,
             })
             .collect())
     }
-}
 
-impl Kernel for RtNetlink {
-    async fn links(&self) -> Result<Vec<Link>, NetlinkError> {
-        let mut links = self.dump_links().await?;
+    /// The links in `msgs` with their addresses.
+    async fn with_addresses(&self, msgs: &[LinkMessage]) -> Result<Vec<Link>, NetlinkError> {
+        let mut links: Vec<Link> = msgs.iter().filter_map(msg::parse_link).collect();
         // AF_UNSPEC dumps the addresses of both families at once.
-        let msgs = dump(
+        let addresses = dump(
             &self.handle,
             "RTM_GETADDR",
             "addresses",
@@ -98,7 +98,7 @@ impl Kernel for RtNetlink {
             .enumerate()
             .map(|(i, l)| (l.index, i))
             .collect();
-        for m in &msgs {
+        for m in &addresses {
             let RouteNetlinkMessage::NewAddress(a) = m else {
                 continue;
             };
@@ -111,6 +111,19 @@ impl Kernel for RtNetlink {
             }
         }
         Ok(links)
+    }
+}
+
+impl Kernel for RtNetlink {
+    async fn links(&self) -> Result<Vec<Link>, NetlinkError> {
+        self.with_addresses(&self.dump_links().await?).await
+    }
+
+    // One link dump serves both: a reconcile reads them together.
+    async fn links_and_names(&self) -> Result<(Vec<Link>, Vec<LinkNames>), NetlinkError> {
+        let msgs = self.dump_links().await?;
+        let names = msgs.iter().filter_map(altname::parse_names).collect();
+        Ok((self.with_addresses(&msgs).await?, names))
     }
 
     async fn rules(&self) -> Result<Vec<KernelRule>, NetlinkError> {
@@ -135,7 +148,8 @@ impl Kernel for RtNetlink {
         let names: HashMap<u32, String> = self
             .dump_links()
             .await?
-            .into_iter()
+            .iter()
+            .filter_map(msg::parse_link)
             .map(|l| (l.index, l.name))
             .collect();
         // AF_UNSPEC with table 0 (RT_TABLE_UNSPEC) dumps every table of
@@ -279,20 +293,8 @@ impl Kernel for RtNetlink {
     }
 
     async fn link_names(&self) -> Result<Vec<LinkNames>, NetlinkError> {
-        let msgs = dump(
-            &self.handle,
-            "RTM_GETLINK",
-            "links",
-            RouteNetlinkMessage::GetLink(LinkMessage::default()),
-        )
-        .await?;
-        Ok(msgs
-            .iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewLink(l) => altname::parse_names(l),
-                _ => None,
-            })
-            .collect())
+        let msgs = self.dump_links().await?;
+        Ok(msgs.iter().filter_map(altname::parse_names).collect())
     }
 
     async fn set_altname(&self, index: u32, name: &str, add: bool) -> Result<(), NetlinkError> {
