@@ -230,18 +230,45 @@ pub fn plan(instance: &Instance, links: &[Link], config: &Config) -> Plan {
 /// One read that would strip an up link of every IPv4 address is more
 /// likely a metadata hiccup (an empty 200 or a 404 for one poll) than the
 /// operator removing the ENI's primary address, which EC2 does not allow:
-/// it is applied only once a second read says the same.
+/// it is applied only once a second read says the same. The same holds for
+/// `ipv6s` on a link that carries an IPv6 address of the ENI's subnets (or
+/// one eniroute added): its addresses, rules and routes would all go.
 fn unconfirmed_bare(eni: &Eni, link: &Link, instance: &Instance) -> Option<Warning> {
+    if !link.up {
+        return None;
+    }
     let has_v4 = link
         .addresses
         .iter()
         .any(|a| matches!(a.addr, IpNet::V4(_)));
-    if !eni.ipv4s.is_empty() || !link.up || !has_v4 || instance.confirmed_bare.contains(&eni.mac) {
+    let key = if eni.ipv4s.is_empty() && has_v4 && !instance.confirmed_bare.contains(&eni.mac) {
+        "local-ipv4s"
+    } else if eni.ipv6s.is_empty()
+        && has_eni_v6(eni, link)
+        && !instance.confirmed_bare_v6.contains(&eni.mac)
+    {
+        "ipv6s"
+    } else {
         return None;
-    }
+    };
     Some(Warning::UnconfirmedRemoval {
         eni: eni.label(),
         dev: link.name.clone(),
+        key,
+    })
+}
+
+/// Whether the link carries an IPv6 address that belongs to the ENI: one of
+/// its subnets', or one eniroute put there. Link-local addresses every link
+/// has; they say nothing.
+fn has_eni_v6(eni: &Eni, link: &Link) -> bool {
+    link.addresses.iter().any(|a| match a.addr {
+        IpNet::V6(n) => {
+            let ip = n.addr();
+            ip.segments()[0] & 0xffc0 != 0xfe80
+                && (a.owned || eni.subnet_v6.iter().any(|s| s.contains(&ip)))
+        }
+        IpNet::V4(_) => false,
     })
 }
 

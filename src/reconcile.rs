@@ -366,6 +366,26 @@ pub struct Outcome {
     pub udev_pending: Vec<u32>,
 }
 
+impl Outcome {
+    /// This reconcile followed by `next`: `next`'s view of the host, the
+    /// changes of both.
+    pub fn then(self, next: Outcome) -> Outcome {
+        let mut applied = self.applied;
+        applied.writes += next.applied.writes;
+        applied.ops.extend(next.applied.ops);
+        applied.errors.extend(next.applied.errors);
+        applied.added_addresses.extend(next.applied.added_addresses);
+        applied
+            .removed_addresses
+            .extend(next.applied.removed_addresses);
+        Outcome {
+            applied,
+            passes: self.passes + next.passes,
+            ..next
+        }
+    }
+}
+
 /// Brings the host to the plan for `instance`: observe, assess, apply, and
 /// again while races leave something undone (bounded). A pass that finds
 /// nothing to change writes nothing.

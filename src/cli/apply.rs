@@ -23,18 +23,28 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
             message: format!("{}; nothing was changed", f.message),
             ..f
         };
-        let mut instance = fetch(&client).await.map_err(unchanged)?;
-        // An ENI reading no IPv4 address is applied only when a second read
-        // agrees; otherwise its link stays as it is.
-        if instance.reads_bare() {
-            let mut again = fetch(&client).await.map_err(unchanged)?;
-            again.confirm_bare(Some(&instance));
-            instance = again;
-        }
+        let instance = fetch(&client).await.map_err(unchanged)?;
         let kernel = kernel(&cfg)?;
-        let outcome = crate::reconcile::reconcile(&kernel, &instance, &cfg, &mut ns.records)
+        let mut outcome = crate::reconcile::reconcile(&kernel, &instance, &cfg, &mut ns.records)
             .await
             .map_err(Failure::runtime)?;
+        // An ENI whose addresses of one family read empty while its link
+        // holds them was left as it is: applied only when a second read
+        // agrees.
+        let held = |o: &crate::reconcile::Outcome| {
+            o.plan
+                .warnings
+                .iter()
+                .any(|w| matches!(w, crate::values::Warning::UnconfirmedRemoval { .. }))
+        };
+        if held(&outcome) {
+            let mut again = fetch(&client).await?;
+            again.confirm_bare(Some(&instance));
+            let second = crate::reconcile::reconcile(&kernel, &again, &cfg, &mut ns.records)
+                .await
+                .map_err(Failure::runtime)?;
+            outcome = outcome.then(second);
+        }
         if args.json {
             print_json(&outcome)?;
         } else {

@@ -127,6 +127,9 @@ pub struct Instance {
     /// that two reads agree on is applied, one read alone is not.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub confirmed_bare: BTreeSet<Mac>,
+    /// The same for `ipv6s`, for ENIs in a subnet with IPv6 blocks.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub confirmed_bare_v6: BTreeSet<Mac>,
 }
 
 impl Instance {
@@ -179,27 +182,25 @@ impl Instance {
             primary_mac,
             enis,
             confirmed_bare: BTreeSet::new(),
+            confirmed_bare_v6: BTreeSet::new(),
         }
     }
 
-    /// Marks the ENIs whose `local-ipv4s` reads empty now and read empty in
-    /// `previous` too: their removal is confirmed.
+    /// Marks the ENIs whose `local-ipv4s` (or `ipv6s`) reads empty now and
+    /// read empty in `previous` too: their removal is confirmed.
     pub fn confirm_bare(&mut self, previous: Option<&Instance>) {
         let Some(previous) = previous else { return };
-        self.confirmed_bare = self
-            .ready()
-            .filter(|e| e.ipv4s.is_empty())
-            .filter(
-                |e| matches!(previous.get(e.mac), Some(EniState::Ready(p)) if p.ipv4s.is_empty()),
-            )
-            .map(|e| e.mac)
-            .collect();
-    }
-
-    /// Whether some ENI reads with no IPv4 address at all, which a second
-    /// read must confirm before it is applied.
-    pub fn reads_bare(&self) -> bool {
-        self.ready().any(|e| e.ipv4s.is_empty())
+        let agreed = |bare: fn(&Eni) -> bool| -> BTreeSet<Mac> {
+            self.ready()
+                .filter(|e| bare(e))
+                .filter(|e| matches!(previous.get(e.mac), Some(EniState::Ready(p)) if bare(p)))
+                .map(|e| e.mac)
+                .collect()
+        };
+        let v4 = agreed(|e| e.ipv4s.is_empty());
+        let v6 = agreed(|e| e.ipv6s.is_empty() && !e.subnet_v6.is_empty());
+        self.confirmed_bare = v4;
+        self.confirmed_bare_v6 = v6;
     }
 
     pub fn ready(&self) -> impl Iterator<Item = &Eni> {
@@ -220,5 +221,48 @@ fn shown(net: &IpNet) -> String {
         net.addr().to_string()
     } else {
         net.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::imds::{parse, tree};
+
+    fn ipv6_only() -> Instance {
+        let path = format!(
+            "{}/tests/fixtures/imds/ipv6-only.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let t: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        parse::instance_from(|p| tree::lookup(&t, p)).unwrap()
+    }
+
+    fn strip_v6(mut i: Instance) -> Instance {
+        for e in &mut i.enis {
+            if let EniState::Ready(e) = e {
+                e.ipv6s.clear();
+            }
+        }
+        i
+    }
+
+    /// Only ENIs in an IPv6 subnet whose `ipv6s` read empty twice in a row
+    /// count as confirmed; an ENI with no IPv6 subnet has nothing to hold.
+    #[test]
+    fn an_empty_ipv6_list_is_confirmed_by_a_second_empty_read_only() {
+        let good = ipv6_only();
+        let mut bare = strip_v6(ipv6_only());
+        bare.confirm_bare(Some(&good));
+        assert!(bare.confirmed_bare_v6.is_empty());
+        let mut again = strip_v6(ipv6_only());
+        again.confirm_bare(Some(&bare));
+        let eth1: Mac = "0a:00:00:00:00:02".parse().unwrap();
+        let eth0: Mac = "0a:00:00:00:00:01".parse().unwrap();
+        assert!(again.confirmed_bare_v6.contains(&eth1));
+        assert!(!again.confirmed_bare_v6.contains(&eth0));
+        // eth0 has IPv4 addresses in both reads: nothing to confirm there.
+        assert!(!again.confirmed_bare.contains(&eth0));
     }
 }

@@ -176,22 +176,21 @@ fn parse_eni(mac: Mac, primary: bool, keys: &EniKeys) -> Result<Parsed, ValueErr
         )?;
         plausible_v4("ipv4-prefix", p.network(), subnet_v4)?;
     }
+    let subnet_v6: Vec<Ipv6Net> = list(keys, "subnet-ipv6-cidr-blocks")?;
+    for net in &subnet_v6 {
+        plausible_subnet_v6(*net)?;
+    }
     for ip in &ipv6s {
         plausible_v6("ipv6s", *ip)?;
+        in_subnet_v6("ipv6s", IpNet::from(std::net::IpAddr::V6(*ip)), &subnet_v6)?;
     }
     let ipv6_prefixes: Vec<Ipv6Net> = list(keys, "ipv6-prefix")?;
     for p in &ipv6_prefixes {
         plausible_prefix("ipv6-prefix", IpNet::V6(*p), p.trunc() != *p, false)?;
-        plausible_v6("ipv6-prefix", p.network())?;
-    }
-    let subnet_v6: Vec<Ipv6Net> = list(keys, "subnet-ipv6-cidr-blocks")?;
-    for net in &subnet_v6 {
-        plausible_prefix(
-            "subnet-ipv6-cidr-blocks",
-            IpNet::V6(*net),
-            net.trunc() != *net,
-            false,
-        )?;
+        if let Some(why) = unusable_v6(p.network()) {
+            return Err(implausible("ipv6-prefix", p, why));
+        }
+        in_subnet_v6("ipv6-prefix", IpNet::V6(*p), &subnet_v6)?;
     }
     if !ipv4s.is_empty() && subnet_v4.is_none() {
         return Ok(Parsed::NotReady(
@@ -292,7 +291,24 @@ fn plausible_v4(
     Err(implausible(key, ip, why))
 }
 
+/// The EC2 services every Nitro instance reaches at fixed IPv6 addresses:
+/// metadata, DNS and time. On a link they would cut the host off from them,
+/// as 169.254.169.254 would for IPv4.
+const EC2_SERVICES_V6: [Ipv6Addr; 3] = [
+    Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254),
+    Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x253),
+    Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x123),
+];
+
 fn plausible_v6(key: &'static str, ip: Ipv6Addr) -> Result<(), ValueError> {
+    match unusable_v6(ip) {
+        Some(why) => Err(implausible(key, ip, why)),
+        None => Ok(()),
+    }
+}
+
+/// Why no ENI can have `ip`, if so.
+fn unusable_v6(ip: Ipv6Addr) -> Option<&'static str> {
     let why = if ip.is_unspecified() {
         "is the unspecified address"
     } else if ip.is_loopback() {
@@ -300,11 +316,65 @@ fn plausible_v6(key: &'static str, ip: Ipv6Addr) -> Result<(), ValueError> {
     } else if ip.is_multicast() {
         "is a multicast address"
     } else if ip.segments()[0] & 0xffc0 == 0xfe80 {
-        "is link-local"
+        "is link-local (fe80::/10; the subnet router fe80:ec2::1 lives there)"
+    } else if ip.to_ipv4_mapped().is_some() {
+        "is an IPv4-mapped address"
+    } else if EC2_SERVICES_V6.contains(&ip) {
+        "is an EC2 service address (metadata, DNS or time)"
     } else {
-        return Ok(());
+        return None;
     };
-    Err(implausible(key, ip, why))
+    Some(why)
+}
+
+/// An EC2 subnet's IPv6 block is a /44 to /64 of global unicast space.
+fn plausible_subnet_v6(net: Ipv6Net) -> Result<(), ValueError> {
+    const KEY: &str = "subnet-ipv6-cidr-blocks";
+    if net.trunc() != net {
+        return Err(implausible(
+            KEY,
+            net,
+            format!("has host bits set (the subnet would be {})", net.trunc()),
+        ));
+    }
+    if net.prefix_len() == 0 {
+        return Err(implausible(KEY, net, "is /0, not a subnet"));
+    }
+    if net.prefix_len() > 64 {
+        return Err(implausible(
+            KEY,
+            net,
+            "is smaller than a /64, which every EC2 IPv6 subnet is at least",
+        ));
+    }
+    match unusable_v6(net.network()) {
+        Some(why) => Err(implausible(KEY, net, why)),
+        None => Ok(()),
+    }
+}
+
+/// An ENI's IPv6 addresses and prefixes come from its subnet's blocks.
+fn in_subnet_v6(key: &'static str, net: IpNet, subnets: &[Ipv6Net]) -> Result<(), ValueError> {
+    if subnets.is_empty() || subnets.iter().any(|s| IpNet::V6(*s).contains(&net)) {
+        return Ok(());
+    }
+    let blocks: Vec<String> = subnets.iter().map(Ipv6Net::to_string).collect();
+    Err(implausible(
+        key,
+        shown_net(&net),
+        format!(
+            "is outside the subnet's blocks in subnet-ipv6-cidr-blocks ({})",
+            blocks.join(", ")
+        ),
+    ))
+}
+
+fn shown_net(net: &IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
 }
 
 /// Reads a whole instance through `get` (a path relative to

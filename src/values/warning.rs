@@ -16,12 +16,15 @@ pub enum Warning {
     /// An ENI whose metadata failed validation, in the parser's words
     /// (`ENI <mac>: key …`); that ENI is left alone.
     InvalidMetadata(String),
-    /// One read gives an up link with IPv4 addresses no IPv4 address at all
-    /// (an empty or 404 `local-ipv4s`): held until a second read agrees.
+    /// One read gives an up link with addresses of the ENI no address at
+    /// all of one family (an empty or 404 `local-ipv4s` or `ipv6s`): held
+    /// until a second read agrees.
     UnconfirmedRemoval {
         /// The ENI's label (`eni-… (mac)`).
         eni: String,
         dev: String,
+        /// `local-ipv4s` or `ipv6s`.
+        key: &'static str,
     },
     /// Metadata gives two ENIs the same card and device, so the same table.
     TableTaken {
@@ -83,9 +86,9 @@ impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Warning::InvalidMetadata(message) => f.write_str(message),
-            Warning::UnconfirmedRemoval { eni, dev } => write!(
+            Warning::UnconfirmedRemoval { eni, dev, key } => write!(
                 f,
-                "ENI {eni} ({dev}): key local-ipv4s: reads empty while {dev} is up with addresses; not applied until a second read confirms it"
+                "ENI {eni} ({dev}): key {key}: reads empty while {dev} is up with addresses; not applied until a second read confirms it"
             ),
             Warning::TableTaken {
                 eni,
