@@ -127,6 +127,43 @@ pub struct Applied {
     pub removed_addresses: Vec<(u32, IpNet)>,
 }
 
+impl Op {
+    /// Whether this deletion removes what the addition `add` was put in to
+    /// replace: the same rule selector, a route of the same table or link
+    /// to an overlapping destination, or a link's address with a subnet (the
+    /// primary, whose prefix route the link's traffic needs) for another
+    /// one. When `add` failed, this deletion waits: nothing goes that has no
+    /// working replacement.
+    pub fn replaced_by(&self, add: &Op) -> bool {
+        match (self, add) {
+            (Op::DelRule(old) | Op::DelForeignRule { rule: old, .. }, Op::AddRule(new)) => {
+                old.family == new.family
+                    && old.from == new.from
+                    && old.suppress_ifgroup == new.suppress_ifgroup
+            }
+            (
+                Op::DelRoute(old) | Op::DelForeignRoute { route: old, .. },
+                Op::AddRoute(new) | Op::ReplaceRoute(new),
+            ) => {
+                (old.table == new.table || old.oif == new.oif)
+                    && (old.dst.contains(&new.dst) || new.dst.contains(&old.dst))
+            }
+            (Op::DelAddress(old), Op::AddAddress(new)) => {
+                let subnet = |a: &Address| a.address.prefix_len() < a.address.max_prefix_len();
+                old.index == new.index
+                    && (old.address.addr() == new.address.addr()
+                        || (subnet(old)
+                            && subnet(new)
+                            && matches!(
+                                (old.address, new.address),
+                                (IpNet::V4(_), IpNet::V4(_)) | (IpNet::V6(_), IpNet::V6(_))
+                            )))
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Why one change failed.
 enum OpError {
     Netlink(NetlinkError),
@@ -139,7 +176,15 @@ enum OpError {
 /// remaining changes still go in, so one bad object never stops the rest.
 pub async fn apply(kernel: &impl Kernel, ops: Vec<Op>) -> Applied {
     let mut out = Applied::default();
+    // Additions that failed: what they were to replace stays.
+    let mut failed: Vec<Op> = Vec::new();
     for op in ops {
+        if let Some(add) = failed.iter().find(|add| op.replaced_by(add)) {
+            out.errors.push(format!(
+                "{op}: not done, kept in place: its replacement ({add}) failed"
+            ));
+            continue;
+        }
         if !matches!(op, Op::AdoptAddress(_)) {
             out.writes += 1;
         }
@@ -215,7 +260,10 @@ pub async fn apply(kernel: &impl Kernel, ops: Vec<Op>) -> Applied {
             Err(OpError::Netlink(e)) if e.is_race() => {
                 tracing::debug!("{op}: {e} (raced with another change; re-reading)");
             }
-            Err(OpError::Netlink(e)) => out.errors.push(crate::error_chain(&e)),
+            Err(OpError::Netlink(e)) => {
+                out.errors.push(crate::error_chain(&e));
+                failed.push(op);
+            }
             Err(OpError::Sysctl(e)) => out.errors.push(crate::error_chain(&e)),
         }
     }

@@ -386,6 +386,40 @@ impl Outcome {
     }
 }
 
+/// A failed change's message with the ENI it concerns in front, found by
+/// the link (`dev eth1`) or the table (`lookup 10001`, `table 10001`) that
+/// the object it names has.
+fn with_eni(error: String, plan: &Plan) -> String {
+    let eni = plan.enis.iter().find(|e| {
+        e.dev
+            .as_deref()
+            .is_some_and(|d| names(&error, &format!("dev {d}")))
+            || e.table.is_some_and(|t| {
+                names(&error, &format!("lookup {t}")) || names(&error, &format!("table {t}"))
+            })
+    });
+    match eni {
+        Some(e) => {
+            let id = e.interface_id.clone().unwrap_or_else(|| e.mac.to_string());
+            match &e.dev {
+                Some(dev) => format!("ENI {id} ({dev}): {error}"),
+                None => format!("ENI {id}: {error}"),
+            }
+        }
+        None => error,
+    }
+}
+
+/// Whether `text` holds `word` as a whole (`dev eth1` is not in `dev eth10`).
+fn names(text: &str, word: &str) -> bool {
+    text.match_indices(word).any(|(i, _)| {
+        text[i + word.len()..]
+            .chars()
+            .next()
+            .is_none_or(|c| c.is_whitespace() || matches!(c, ':' | ')' | ',' | ';'))
+    })
+}
+
 /// Brings the host to the plan for `instance`: observe, assess, apply, and
 /// again while races leave something undone (bounded). A pass that finds
 /// nothing to change writes nothing.
@@ -426,7 +460,9 @@ pub async fn reconcile(
         }
         out.applied.writes += applied.writes;
         out.applied.ops.extend(applied.ops);
-        out.applied.errors.extend(applied.errors);
+        out.applied
+            .errors
+            .extend(applied.errors.into_iter().map(|e| with_eni(e, &out.plan)));
         // Every change went in or failed for good: the kernel now matches
         // the plan, and one more read would only prove it.
         if done == wanted {
@@ -463,6 +499,23 @@ mod tests {
         /// /proc/sys refuses writes (read-only, as in some containers).
         sysctls_read_only: std::cell::Cell<bool>,
         log: RefCell<Vec<String>>,
+        /// Additions whose line (as `log` writes it) starts with one of
+        /// these fail with EPERM, a failure that is not a race.
+        refuse: RefCell<Vec<String>>,
+    }
+
+    impl FakeKernel {
+        fn refuses(&self, call: &'static str, line: String) -> Result<(), NetlinkError> {
+            if self.refuse.borrow().iter().any(|r| line.starts_with(r)) {
+                return Err(NetlinkError {
+                    call,
+                    object: line[2..].to_string(),
+                    errno: Some(nix::errno::Errno::EPERM),
+                    message: "Operation not permitted".into(),
+                });
+            }
+            Ok(())
+        }
     }
 
     /// A host that never announces a change.
@@ -496,6 +549,7 @@ mod tests {
             Ok(self.routes.borrow().clone())
         }
         async fn add_address(&self, a: &Address) -> Result<(), NetlinkError> {
+            self.refuses("RTM_NEWADDR", format!("+ {a}"))?;
             self.log.borrow_mut().push(format!("+ {a}"));
             let mut links = self.links.borrow_mut();
             let link = links.iter_mut().find(|l| l.index == a.index).unwrap();
@@ -518,6 +572,7 @@ mod tests {
             }) {
                 return Err(exists("RTM_NEWROUTE", r.to_string()));
             }
+            self.refuses("RTM_NEWROUTE", format!("+ {r}"))?;
             self.log.borrow_mut().push(format!("+ {r}"));
             self.routes.borrow_mut().push(KernelRoute {
                 route: r.clone(),
@@ -546,6 +601,7 @@ mod tests {
             Ok(())
         }
         async fn add_rule(&self, r: &Rule) -> Result<(), NetlinkError> {
+            self.refuses("RTM_NEWRULE", format!("+ {r}"))?;
             self.log.borrow_mut().push(format!("+ {r}"));
             self.rules.borrow_mut().push(KernelRule {
                 rule: r.clone(),
@@ -781,6 +837,113 @@ mod tests {
             k.rules.borrow().iter().any(|r| r.protocol == 4),
             "foreign rule removed"
         );
+    }
+
+    /// A replacement that cannot be added leaves what it replaces in place,
+    /// and the error names the ENI, the object and the call.
+    #[test]
+    fn what_a_failed_addition_replaces_stays() {
+        let (k, cfg, mut rec) = reconciled();
+        // Device number 1 → 2: eth1's rules and routes move to table 10002.
+        let mut inst = fixture("management-network");
+        set_device(&mut inst, 1, 2);
+        k.refuse.borrow_mut().extend([
+            "+ rule from 10.0.2.21 lookup 10002".to_string(),
+            "+ route default via 10.0.2.1 dev eth1 table 10002".to_string(),
+        ]);
+        let out = block_on(reconcile(&k, &inst, &cfg, &mut rec)).unwrap();
+        let rules: Vec<String> = k
+            .rules
+            .borrow()
+            .iter()
+            .map(|r| r.rule.to_string())
+            .collect();
+        // The rule whose replacement failed stays; the other moved.
+        assert!(
+            rules.contains(&"rule from 10.0.2.21 lookup 10001 priority 10001".to_string()),
+            "{rules:#?}"
+        );
+        assert!(
+            rules.contains(&"rule from 10.0.2.20 lookup 10002 priority 10002".to_string())
+                && !rules.contains(&"rule from 10.0.2.20 lookup 10001 priority 10001".to_string()),
+            "{rules:#?}"
+        );
+        let routes: Vec<String> = k
+            .routes
+            .borrow()
+            .iter()
+            .map(|r| r.route.to_string())
+            .collect();
+        assert!(
+            routes.contains(&"route default via 10.0.2.1 dev eth1 table 10001".to_string()),
+            "{routes:#?} {:#?} {:#?}",
+            k.log.borrow(),
+            out.applied.errors
+        );
+        let errors = &out.applied.errors;
+        assert!(
+            errors.iter().any(|e| e.starts_with(
+                "ENI eni-0010aa (eth1): RTM_NEWRULE for rule from 10.0.2.21 lookup 10002"
+            ) && e.contains("Operation not permitted")),
+            "{errors:#?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.starts_with("ENI eni-0010aa (eth1): RTM_NEWROUTE for route default via 10.0.2.1 dev eth1 table 10002")),
+            "{errors:#?}"
+        );
+        assert!(
+            errors.iter().any(|e| e.contains(
+                "- rule from 10.0.2.21 lookup 10001 priority 10001: not done, kept in place"
+            )),
+            "{errors:#?}"
+        );
+
+        // Once the kernel takes it, the old one goes.
+        k.refuse.borrow_mut().clear();
+        let out = block_on(reconcile(&k, &inst, &cfg, &mut rec)).unwrap();
+        assert!(out.applied.errors.is_empty(), "{:?}", out.applied.errors);
+        let rules: Vec<String> = k
+            .rules
+            .borrow()
+            .iter()
+            .map(|r| r.rule.to_string())
+            .collect();
+        assert!(
+            rules.iter().all(|r| !r.contains("lookup 10001")),
+            "{rules:#?}"
+        );
+    }
+
+    /// A new primary address that cannot be added leaves the old one (and
+    /// with it the link's subnet route) in place.
+    #[test]
+    fn a_primary_address_stays_until_its_successor_is_in() {
+        let (k, cfg, mut rec) = reconciled();
+        let mut inst = fixture("management-network");
+        if let crate::imds::model::EniState::Ready(e) = &mut inst.enis[1] {
+            e.ipv4s = vec!["10.0.2.30".parse().unwrap(), "10.0.2.21".parse().unwrap()];
+        }
+        k.refuse
+            .borrow_mut()
+            .push("+ address 10.0.2.30/24".to_string());
+        let out = block_on(reconcile(&k, &inst, &cfg, &mut rec)).unwrap();
+        let has = |a: &str| {
+            k.links.borrow()[1]
+                .addresses
+                .iter()
+                .any(|x| x.addr.to_string() == a)
+        };
+        assert!(has("10.0.2.20/24"), "{:?}", out.applied);
+        assert!(
+            out.applied.errors.iter().any(|e| e.starts_with(
+                "ENI eni-0010aa (eth1): RTM_NEWADDR for address 10.0.2.30/24 dev eth1"
+            )),
+            "{:?}",
+            out.applied.errors
+        );
+        k.refuse.borrow_mut().clear();
+        block_on(reconcile(&k, &inst, &cfg, &mut rec)).unwrap();
+        assert!(has("10.0.2.30/24") && !has("10.0.2.20/24"));
     }
 
     #[test]
