@@ -54,6 +54,10 @@ pub enum Fault {
     Oversized,
     /// Close the connection without answering.
     Drop,
+    /// 200 with this body, e.g. an empty one.
+    Body(String),
+    /// 301 to this location, which a metadata client must not follow.
+    Redirect(String),
 }
 
 /// The body [`Fault::Garbage`] serves.
@@ -113,9 +117,10 @@ struct Shared {
 
 struct State {
     tree: Value,
-    /// Path prefix → fault; "" is the global fault. The longest matching
-    /// prefix wins.
-    faults: BTreeMap<String, Fault>,
+    /// Path prefix → fault, and how many more requests it answers (`None`:
+    /// until cleared); "" is the global fault. The longest matching prefix
+    /// wins.
+    faults: BTreeMap<String, (Fault, Option<u32>)>,
     /// MAC → when it becomes visible.
     lags: HashMap<Mac, Instant>,
     /// Token → expiry.
@@ -201,19 +206,30 @@ impl Simulator {
     /// `latest/api/token`); `None` prefix for every request. `None` fault
     /// clears it.
     pub fn set_fault(&self, path_prefix: Option<&str>, fault: Option<Fault>) {
-        let prefix = path_prefix
-            .unwrap_or("")
-            .trim_start_matches('/')
-            .to_string();
+        let prefix = fault_prefix(path_prefix);
         let mut state = self.state();
         match fault {
             Some(f) => {
-                state.faults.insert(prefix, f);
+                state.faults.insert(prefix, (f, None));
             }
             None => {
                 state.faults.remove(&prefix);
             }
         }
+    }
+
+    /// [`Self::set_fault`] for the next `requests` matching requests only:
+    /// one poll's worth of a fault, say. [`Self::fault`] tells when it has
+    /// been served.
+    pub fn set_fault_times(&self, path_prefix: Option<&str>, fault: Fault, requests: u32) {
+        let prefix = fault_prefix(path_prefix);
+        self.state().faults.insert(prefix, (fault, Some(requests)));
+    }
+
+    /// The fault set for exactly this prefix, while it lasts.
+    pub fn fault(&self, path_prefix: Option<&str>) -> Option<Fault> {
+        let prefix = fault_prefix(path_prefix);
+        self.state().faults.get(&prefix).map(|(f, _)| f.clone())
     }
 
     /// Hides `mac` (absent from the listing, its keys 404) until `lag` has
@@ -481,6 +497,13 @@ async fn write_oversized<W: AsyncWriteExt + Unpin>(wr: &mut W) -> io::Result<()>
     wr.flush().await
 }
 
+fn fault_prefix(path_prefix: Option<&str>) -> String {
+    path_prefix
+        .unwrap_or("")
+        .trim_start_matches('/')
+        .to_string()
+}
+
 impl Shared {
     fn state(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
@@ -497,6 +520,12 @@ impl Shared {
             Some(Fault::Garbage) => return Action::Reply(Response::new(200, GARBAGE_BODY)),
             Some(Fault::Oversized) => return Action::Oversized,
             Some(Fault::Drop) => return Action::Drop,
+            Some(Fault::Body(body)) => return Action::Reply(Response::new(200, body)),
+            Some(Fault::Redirect(to)) => {
+                let mut resp = Response::error(301);
+                resp.headers.push(("Location", to));
+                return Action::Reply(resp);
+            }
             Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
             None => {}
         }
@@ -505,16 +534,29 @@ impl Shared {
 }
 
 impl State {
-    fn fault_for(&self, path: &str) -> Option<Fault> {
+    /// The fault for `path`, counting it against a fault set for a number
+    /// of requests.
+    fn fault_for(&mut self, path: &str) -> Option<Fault> {
         let relative = meta_relative(path);
-        self.faults
-            .iter()
-            .filter(|(prefix, _)| {
+        let prefix = self
+            .faults
+            .keys()
+            .filter(|prefix| {
                 path.starts_with(prefix.as_str())
                     || relative.is_some_and(|r| r.starts_with(prefix.as_str()))
             })
-            .max_by_key(|(prefix, _)| prefix.len())
-            .map(|(_, fault)| fault.clone())
+            .max_by_key(|prefix| prefix.len())?
+            .clone();
+        let (fault, left) = self.faults.get_mut(&prefix)?;
+        let fault = fault.clone();
+        match left {
+            Some(0 | 1) => {
+                self.faults.remove(&prefix);
+            }
+            Some(n) => *n = n.saturating_sub(1),
+            None => {}
+        }
+        Some(fault)
     }
 
     /// The IMDSv2 rules.
@@ -672,9 +714,10 @@ mod tests {
     #[test]
     fn longest_fault_prefix_wins() {
         let mut s = state();
-        s.faults.insert(String::new(), Fault::Status(500));
-        s.faults.insert("network/".into(), Fault::Status(503));
-        s.faults.insert("latest/api/".into(), Fault::Drop);
+        s.faults.insert(String::new(), (Fault::Status(500), None));
+        s.faults
+            .insert("network/".into(), (Fault::Status(503), None));
+        s.faults.insert("latest/api/".into(), (Fault::Drop, None));
         assert_eq!(
             s.fault_for("latest/meta-data/mac"),
             Some(Fault::Status(500))
@@ -684,6 +727,18 @@ mod tests {
             Some(Fault::Status(503))
         );
         assert_eq!(s.fault_for("latest/api/token"), Some(Fault::Drop));
+    }
+
+    #[test]
+    fn a_counted_fault_clears_itself() {
+        let mut s = state();
+        s.faults
+            .insert("mac".into(), (Fault::Body(String::new()), Some(2)));
+        let path = "latest/meta-data/mac";
+        assert_eq!(s.fault_for(path), Some(Fault::Body(String::new())));
+        assert_eq!(s.fault_for(path), Some(Fault::Body(String::new())));
+        assert_eq!(s.fault_for(path), None);
+        assert!(s.faults.is_empty());
     }
 
     #[test]
