@@ -18,6 +18,7 @@ pub mod reconcile;
 pub mod snapshot;
 pub mod state;
 pub mod sysctl;
+pub mod trace;
 pub mod udev;
 pub mod values;
 

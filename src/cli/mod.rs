@@ -22,6 +22,7 @@ pub mod daemon;
 pub mod plan;
 pub mod refresh;
 pub mod status;
+pub mod trace;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -51,6 +52,8 @@ pub enum Command {
     Apply(apply::Args),
     /// Show each ENI's state in the kernel, drift and conflicting rules
     Status(status::Args),
+    /// Which rule, table and ENI a packet would use, and whether that is right
+    Trace(trace::Args),
     /// Remove every rule, route and address eniroute owns, nothing else
     Cleanup,
     /// Run the agent: reconcile on every change until stopped
@@ -145,6 +148,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Plan(args) => plan::run(&cli, args),
         Command::Apply(args) => apply::run(&cli, args),
         Command::Status(args) => status::run(&cli, args),
+        Command::Trace(args) => trace::run(&cli, args),
         Command::Cleanup => cleanup::run(&cli),
         Command::Daemon => daemon::run(&cli),
         Command::Refresh => refresh::run(&cli),

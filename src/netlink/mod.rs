@@ -12,10 +12,12 @@ pub mod altname;
 pub mod events;
 mod msg;
 mod request;
+pub mod route_get;
 pub mod rt;
 
 pub use altname::LinkNames;
 pub use events::{Event, EventSocket};
+pub use route_get::{RouteLookup, RouteQuery};
 pub use rt::RtNetlink;
 
 /// A change to a link's own settings.

@@ -147,7 +147,12 @@ pub(crate) fn parse_rule(msg: &RuleMessage) -> Option<KernelRule> {
     })
 }
 
-fn nla_kind(nla: &netlink_packet_core::DefaultNla) -> u16 {
+/// Alignment padding in a rule dump, not a selector.
+pub(crate) fn is_rule_padding(nla: &netlink_packet_core::DefaultNla) -> bool {
+    nla_kind(nla) == FRA_PAD
+}
+
+pub(crate) fn nla_kind(nla: &netlink_packet_core::DefaultNla) -> u16 {
     use netlink_packet_core::Nla;
     nla.kind()
 }

@@ -53,7 +53,7 @@ pub(crate) fn io_error(
 }
 
 /// The kernel answers with a negative errno; ours are positive.
-fn kernel_error(
+pub(crate) fn kernel_error(
     call: &'static str,
     object: String,
     code: NonZeroI32,

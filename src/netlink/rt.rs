@@ -59,6 +59,10 @@ impl RtNetlink {
         Ok(RtNetlink { handle, protocol })
     }
 
+    pub(crate) fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
     /// The protocol number this connection marks its objects with.
     pub fn protocol(&self) -> u8 {
         self.protocol
