@@ -522,7 +522,7 @@ mod tests {
     struct NoEvents;
 
     impl crate::netlink::EventSource for NoEvents {
-        async fn next(&mut self) -> Result<crate::netlink::Event, NetlinkError> {
+        async fn next(&mut self) -> Result<crate::netlink::Change, NetlinkError> {
             std::future::pending().await
         }
     }
@@ -1241,5 +1241,80 @@ mod tests {
             .borrow()
             .iter()
             .any(|r| r.rule.to_string() == "rule from 10.0.2.20 lookup 10001 priority 10001"));
+    }
+
+    #[test]
+    fn through_a_view_only_reported_changes_of_concern_are_heard_and_repaired() {
+        use crate::netlink::{Change, Concern, Event, Viewed};
+        let v = Viewed::new(
+            kernel_with_links(),
+            Concern {
+                protocol: PROTO,
+                tables: 10000..16400,
+            },
+        );
+        let (cfg, mut rec) = (Config::default(), records());
+        let inst = fixture("management-network");
+        let first = block_on(reconcile(&v, &inst, &cfg, &mut rec)).unwrap();
+        assert!(first.applied.writes > 0 && first.applied.errors.is_empty());
+        // The view holds the writes: the next reconcile finds nothing to do.
+        let again = block_on(reconcile(&v, &inst, &cfg, &mut rec)).unwrap();
+        assert_eq!(again.applied.writes, 0, "{:?}", again.applied.ops);
+        v.planned(&again.plan.routes);
+
+        let ours = v
+            .inner()
+            .rules
+            .borrow()
+            .iter()
+            .find(|r| r.protocol == PROTO && r.rule.from.is_some())
+            .cloned()
+            .unwrap();
+        let told = |rule: &KernelRule, removed| {
+            v.observe(&Change::Rule {
+                rule: rule.clone(),
+                removed,
+            })
+        };
+        assert_eq!(told(&ours, false), None, "the echo of its own write");
+        // Someone else's routes in another table, and in main where the
+        // plan has none: nothing to hear.
+        let foreign = |table, dst: &str| KernelRoute {
+            route: Route {
+                table,
+                dst: dst.parse().unwrap(),
+                gateway: None,
+                dev: "eth0".into(),
+                oif: 2,
+                src: None,
+            },
+            protocol: 4,
+            metric: 0,
+        };
+        for r in [foreign(500, "172.16.0.0/24"), foreign(254, "192.0.2.0/24")] {
+            let change = Change::Route {
+                route: r,
+                removed: false,
+                replace: false,
+            };
+            assert_eq!(v.observe(&change), None, "{change:?}");
+        }
+
+        // A rule deleted without a notification is not seen: the
+        // reconcile reads the view, not the kernel.
+        v.inner().rules.borrow_mut().retain(|r| *r != ours);
+        let unseen = block_on(reconcile(&v, &inst, &cfg, &mut rec)).unwrap();
+        assert_eq!(unseen.applied.writes, 0, "{:?}", unseen.applied.ops);
+        // The notification of it is heard, and the rule put back.
+        assert_eq!(told(&ours, true), Some(Event::Rule { protocol: PROTO }));
+        let repaired = block_on(reconcile(&v, &inst, &cfg, &mut rec)).unwrap();
+        assert_eq!(repaired.applied.ops, [Op::AddRule(ours.rule.clone())]);
+
+        // What a safety re-read finds without a notification is repaired.
+        v.inner().rules.borrow_mut().retain(|r| *r != ours);
+        assert!(block_on(v.resync("test")).unwrap());
+        let reread = block_on(reconcile(&v, &inst, &cfg, &mut rec)).unwrap();
+        assert_eq!(reread.applied.ops, [Op::AddRule(ours.rule)]);
+        assert!(!block_on(v.resync("test")).unwrap());
     }
 }

@@ -11,7 +11,9 @@ use std::net::IpAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use eniroute::netlink::{Event, EventSocket, Kernel, LinkChange, RtNetlink};
+use eniroute::netlink::{
+    Change, Concern, Event, EventSocket, Kernel, LinkChange, RtNetlink, Viewed,
+};
 use eniroute::values::{Address, Family, KernelRoute, Link, Route, Rule, MAIN_TABLE};
 use ipnet::IpNet;
 use nix::errno::Errno;
@@ -144,7 +146,7 @@ async fn wait_for(events: &mut EventSocket, what: &str, wanted: impl Fn(&Event) 
     let mut seen = Vec::new();
     let found = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
-            let event = events.next().await.expect("event socket");
+            let event = events.next().await.expect("event socket").event();
             if wanted(&event) {
                 return event;
             }
@@ -675,7 +677,7 @@ fn set_link_changes_group_state_and_mtu() {
 fn event_socket_sees_links_rules_routes_and_addresses() {
     in_netns(|| async {
         let k = RtNetlink::connect(PROTO).expect("connect");
-        let mut events = EventSocket::open().expect("open");
+        let mut events = EventSocket::open(Concern::all(PROTO)).expect("open");
 
         ip(&[
             "link", "add", "name", "ea", "type", "veth", "peer", "name", "eb",
@@ -751,7 +753,8 @@ fn event_socket_reports_overrun_and_keeps_working() {
         let k = RtNetlink::connect(PROTO).expect("connect");
         let ea = veth(&k, "ea", "eb").await;
         // The smallest buffer the kernel allows fills after a few events.
-        let mut events = EventSocket::open_with_receive_buffer(0).expect("open");
+        let mut events =
+            EventSocket::open_with_receive_buffer(Concern::all(PROTO), 0).expect("open");
         for i in 0..200u32 {
             let dst = format!("10.{}.{}.0/24", 100 + i / 256, i % 256);
             k.add_route(&route(TABLE, &dst, None, "ea", ea, None))
@@ -813,4 +816,105 @@ fn altnames_are_added_read_back_resolved_by_ip_and_removed() {
         let eth1 = names.iter().find(|l| l.index == index).expect("eth1");
         assert_eq!(eth1.altnames, ["eni-0123456789abcdef0"]);
     });
+}
+
+#[test]
+fn a_view_follows_the_kernel_and_hears_nothing_of_other_tables() {
+    in_netns(|| async {
+        let concern = Concern {
+            protocol: PROTO,
+            tables: 10000..16400,
+        };
+        let k = RtNetlink::connect(PROTO)
+            .expect("connect")
+            .with_concern(concern.clone());
+        let ea = veth(&k, "ea", "eb").await;
+        let batch: String = (0..2000)
+            .map(|i| {
+                format!(
+                    "route add 172.16.{}.{}/32 dev ea table 500\n",
+                    i / 256,
+                    i % 256
+                )
+            })
+            .collect();
+        let path = std::env::temp_dir().join(format!("eniroute-view-{}", std::process::id()));
+        std::fs::write(&path, batch).expect("write batch");
+        ip(&["-batch", path.to_str().expect("path")]);
+        let _ = std::fs::remove_file(&path);
+
+        let view = Viewed::new(k.clone(), concern.clone());
+        let mut events = view.events().expect("events");
+        let first = view.routes().await.expect("routes");
+        assert!(first.iter().all(|r| r.route.table != 500), "{first:?}");
+        assert_eq!(
+            first,
+            view_of(&k.routes().await.expect("routes"), &concern),
+            "a load reads what the kernel has"
+        );
+
+        let ours = route(TABLE, "10.0.2.0/24", None, "ea", ea, None);
+        view.add_route(&ours).await.expect("add_route");
+        let rule = source_rule("10.0.2.20/32", TABLE, 10001);
+        view.add_rule(&rule).await.expect("add_rule");
+        assert!(view
+            .rules()
+            .await
+            .expect("rules")
+            .iter()
+            .any(|r| r.rule == rule));
+        ip(&["route", "add", "172.31.0.1/32", "dev", "ea", "table", "500"]);
+        ip(&["route", "del", "172.16.0.1/32", "table", "500"]);
+        ip(&["rule", "del", "from", "10.0.2.20", "lookup", "10001"]);
+
+        // The echoes of our own writes and the changes in table 500 are
+        // nothing to the daemon; the deleted rule is.
+        let heard = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let change = events.next().await.expect("event socket");
+                if let Change::Route { route, .. } = &change {
+                    assert_ne!(route.route.table, 500, "{change:?}");
+                }
+                if let Some(ev) = view.observe(&change) {
+                    if !matches!(ev, Event::Link { .. }) {
+                        return (change, ev);
+                    }
+                }
+            }
+        })
+        .await
+        .expect("the rule's deletion was heard");
+        assert_eq!(heard.1, Event::Rule { protocol: PROTO }, "{heard:?}");
+        assert!(matches!(heard.0, Change::Rule { removed: true, .. }));
+        assert!(view
+            .rules()
+            .await
+            .expect("rules")
+            .iter()
+            .all(|r| r.rule != rule));
+        assert_eq!(
+            view.routes().await.expect("routes"),
+            view_of(&k.routes().await.expect("routes"), &concern),
+        );
+        // A full read finds the view as it was.
+        assert!(!view.resync("test").await.expect("resync"));
+    });
+}
+
+/// The kernel's routes as the view holds them: of concern, in its order.
+fn view_of(routes: &[KernelRoute], concern: &Concern) -> Vec<KernelRoute> {
+    let mut v: Vec<KernelRoute> = routes
+        .iter()
+        .filter(|r| concern.route(r.route.table, r.protocol))
+        .cloned()
+        .collect();
+    v.sort_by(|a, b| {
+        (a.route.table, a.route.dst, a.metric, a.route.oif).cmp(&(
+            b.route.table,
+            b.route.dst,
+            b.metric,
+            b.route.oif,
+        ))
+    });
+    v
 }

@@ -22,6 +22,7 @@ use tracing::Level;
 use crate::agent::{self, Namespace, SetupError};
 use crate::config::{self, Config};
 use crate::imds::client::ImdsClient;
+use crate::netlink::view::{Concern, Viewed, SAFETY_RESYNC};
 use crate::netlink::{EventSource, Kernel, NetlinkError};
 use crate::notify::Notifier;
 
@@ -62,7 +63,20 @@ pub fn run(
         .build()
         .map_err(Error::Runtime)?;
     runtime.block_on(async move {
-        let kernel = agent::kernel(&config)?;
+        // The numbering cannot change without a restart, so neither can
+        // what the agent is concerned with.
+        let concern = Concern {
+            protocol: config.numbering.protocol,
+            tables: config.numbering.table_base
+                ..config
+                    .numbering
+                    .table_base
+                    .saturating_add(config::TABLE_SPAN),
+        };
+        let kernel = Viewed::new(
+            agent::kernel(&config)?.with_concern(concern.clone()),
+            concern,
+        );
         let mut d = Daemon::new(config, config_path, endpoint_override, kernel, ns)?;
         d.run().await
     })
@@ -73,7 +87,9 @@ struct Daemon<K: Kernel> {
     config: Config,
     config_path: Option<PathBuf>,
     endpoint_override: Option<String>,
-    kernel: K,
+    /// Reconciles read the kernel from a view that kernel events keep up
+    /// to date.
+    kernel: Viewed<K>,
     ns: Namespace,
     notifier: Notifier,
     requests: mpsc::UnboundedSender<FetchRequest>,
@@ -93,7 +109,7 @@ impl<K: Kernel> Daemon<K> {
         config: Config,
         config_path: Option<PathBuf>,
         endpoint_override: Option<String>,
-        kernel: K,
+        kernel: Viewed<K>,
         ns: Namespace,
     ) -> Result<Daemon<K>, Error> {
         let client = agent::metadata_client(&config)?;
@@ -141,12 +157,17 @@ impl<K: Kernel> Daemon<K> {
         );
         let first = self.machine.start(Instant::now());
         self.perform(first).await;
+        let mut resync_at = Instant::now() + SAFETY_RESYNC;
         loop {
             let wake = self.machine.next_wake();
             let commands = tokio::select! {
-                ev = events.next() => match ev {
-                    Ok(ev) => {
-                        tracing::trace!("{ev:?}");
+                change = events.next() => match change {
+                    Ok(change) => {
+                        tracing::trace!("{change:?}");
+                        // Nothing of concern changed: no reconcile.
+                        let Some(ev) = self.kernel.observe(&change) else {
+                            continue;
+                        };
                         self.machine.handle(Instant::now(), Input::Event(&ev))
                     }
                     Err(e) => {
@@ -159,9 +180,24 @@ impl<K: Kernel> Daemon<K> {
                             Ok(s) => events = s,
                             Err(e) => tracing::error!("{}", crate::error_chain(&e)),
                         }
+                        self.kernel.invalidate("the event socket was reopened");
                         self.machine.handle(Instant::now(), Input::EventsLost)
                     }
                 },
+                _ = sleep_until(resync_at.into()) => {
+                    resync_at = Instant::now() + SAFETY_RESYNC;
+                    match self.kernel.resync("safety timer").await {
+                        Ok(false) => continue,
+                        Ok(true) => {
+                            tracing::info!("the safety re-read found the kernel other than the agent's view of it; reconciling");
+                            self.machine.handle(Instant::now(), Input::EventsLost)
+                        }
+                        Err(e) => {
+                            tracing::warn!("safety re-read of the kernel: {e}");
+                            continue;
+                        }
+                    }
+                }
                 Some(result) = self.results.recv() => {
                     self.machine.handle(Instant::now(), Input::Metadata(result))
                 }
@@ -222,6 +258,10 @@ impl<K: Kernel> Daemon<K> {
                         &mut self.ns.records,
                     )
                     .await;
+                    tracing::debug!("reconcile done in {:?}", t0.elapsed());
+                    if let Ok(o) = &result {
+                        self.kernel.planned(&o.plan.routes);
+                    }
                     let input = Input::Reconciled {
                         result: result.as_ref(),
                         took: t0.elapsed(),

@@ -14,11 +14,13 @@ mod msg;
 mod request;
 pub mod route_get;
 pub mod rt;
+pub mod view;
 
 pub use altname::LinkNames;
-pub use events::{Event, EventSocket};
+pub use events::{Change, Event, EventSocket};
 pub use route_get::{RouteLookup, RouteQuery};
 pub use rt::RtNetlink;
+pub use view::{Concern, Viewed};
 
 /// A change to a link's own settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -43,6 +45,14 @@ pub trait Kernel {
     async fn rules(&self) -> Result<Vec<KernelRule>, NetlinkError>;
     /// Every unicast route of both families in every table.
     async fn routes(&self) -> Result<Vec<KernelRoute>, NetlinkError>;
+    /// The routes `concern` names. A real host leaves the others unparsed
+    /// (there may be a hundred thousand of them), and their `dev` may be
+    /// left as `if<index>`.
+    async fn routes_of_concern(&self, concern: &Concern) -> Result<Vec<KernelRoute>, NetlinkError> {
+        let mut routes = self.routes().await?;
+        routes.retain(|r| concern.route(r.route.table, r.protocol));
+        Ok(routes)
+    }
     async fn add_address(&self, address: &Address) -> Result<(), NetlinkError>;
     async fn del_address(&self, index: u32, address: IpNet) -> Result<(), NetlinkError>;
     async fn add_route(&self, route: &Route) -> Result<(), NetlinkError>;
@@ -83,11 +93,11 @@ pub trait Kernel {
 #[allow(async_fn_in_trait)]
 pub trait EventSource {
     /// The next notification; cancel-safe.
-    async fn next(&mut self) -> Result<Event, NetlinkError>;
+    async fn next(&mut self) -> Result<Change, NetlinkError>;
 }
 
 impl EventSource for EventSocket {
-    async fn next(&mut self) -> Result<Event, NetlinkError> {
+    async fn next(&mut self) -> Result<Change, NetlinkError> {
         EventSocket::next(self).await
     }
 }

@@ -231,16 +231,6 @@ pub(crate) fn route_table(msg: &RouteMessage) -> u32 {
         .unwrap_or(u32::from(msg.header.table))
 }
 
-pub(crate) fn rule_protocol(msg: &RuleMessage) -> u8 {
-    msg.attributes
-        .iter()
-        .find_map(|a| match a {
-            RuleAttribute::Protocol(p) => Some(u8::from(*p)),
-            _ => None,
-        })
-        .unwrap_or(0)
-}
-
 /// Reads a route dump entry. `None` for what eniroute does not model:
 /// non-unicast routes (local, broadcast, blackhole, multicast...), cache
 /// clones, other families, and routes without a single output device

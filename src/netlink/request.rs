@@ -150,6 +150,18 @@ pub(crate) async fn dump(
     object: &str,
     message: RouteNetlinkMessage,
 ) -> Result<Vec<RouteNetlinkMessage>, NetlinkError> {
+    dump_filtered(handle, call, object, message, Some).await
+}
+
+/// Dumps every object of one kind and keeps what `keep` makes of each, as
+/// it arrives: a dump of a full routing table is never held whole.
+pub(crate) async fn dump_filtered<T>(
+    handle: &Handle,
+    call: &'static str,
+    object: &str,
+    message: RouteNetlinkMessage,
+    mut keep: impl FnMut(RouteNetlinkMessage) -> Option<T>,
+) -> Result<Vec<T>, NetlinkError> {
     for _ in 0..DUMP_ATTEMPTS {
         let mut req = NetlinkMessage::from(message.clone());
         req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
@@ -164,7 +176,7 @@ pub(crate) async fn dump(
         while let Some(response) = responses.next().await {
             interrupted |= response.header.flags & NLM_F_DUMP_INTR != 0;
             match response.payload {
-                NetlinkPayload::InnerMessage(m) => out.push(m),
+                NetlinkPayload::InnerMessage(m) => out.extend(keep(m)),
                 NetlinkPayload::Done(_) => {
                     done = true;
                     break;

@@ -14,8 +14,9 @@ use rtnetlink::Handle;
 
 use crate::netlink::altname;
 use crate::netlink::msg::{self, RouteOp};
+use crate::netlink::request::dump_filtered;
 use crate::netlink::request::{self, ack, dump};
-use crate::netlink::{EventSocket, Kernel, LinkChange, LinkNames, NetlinkError};
+use crate::netlink::{Concern, EventSocket, Kernel, LinkChange, LinkNames, NetlinkError};
 use crate::sysctl::{Sysctl, SysctlError};
 use crate::values::{Address, KernelRoute, KernelRule, Link, Route, Rule};
 
@@ -28,6 +29,8 @@ use crate::values::{Address, KernelRoute, KernelRule, Link, Route, Rule};
 pub struct RtNetlink {
     handle: Handle,
     protocol: u8,
+    /// The routes its event socket reports.
+    concern: Concern,
 }
 
 impl RtNetlink {
@@ -56,7 +59,18 @@ impl RtNetlink {
             .set_cap_ack(true)
             .map_err(|e| request::io_error(CALL, OBJECT, &e))?;
         runtime.spawn(connection);
-        Ok(RtNetlink { handle, protocol })
+        Ok(RtNetlink {
+            handle,
+            protocol,
+            concern: Concern::all(protocol),
+        })
+    }
+
+    /// The same connection, with event sockets that report only the routes
+    /// `concern` names.
+    pub fn with_concern(mut self, concern: Concern) -> RtNetlink {
+        self.concern = concern;
+        self
     }
 
     pub(crate) fn handle(&self) -> &Handle {
@@ -172,6 +186,27 @@ impl Kernel for RtNetlink {
                 _ => None,
             })
             .collect())
+    }
+
+    async fn routes_of_concern(&self, concern: &Concern) -> Result<Vec<KernelRoute>, NetlinkError> {
+        // Table and protocol are looked at before anything else is parsed
+        // out of the message; the link names are the caller's to fill in.
+        let names = HashMap::new();
+        dump_filtered(
+            &self.handle,
+            "RTM_GETROUTE",
+            "routes",
+            RouteNetlinkMessage::GetRoute(RouteMessage::default()),
+            |m| match m {
+                RouteNetlinkMessage::NewRoute(r)
+                    if concern.route(msg::route_table(&r), u8::from(r.header.protocol)) =>
+                {
+                    msg::parse_route(&r, &names)
+                }
+                _ => None,
+            },
+        )
+        .await
     }
 
     async fn add_address(&self, address: &Address) -> Result<(), NetlinkError> {
@@ -337,6 +372,6 @@ impl Kernel for RtNetlink {
     type Events = EventSocket;
 
     fn events(&self) -> Result<EventSocket, NetlinkError> {
-        EventSocket::open()
+        EventSocket::open(self.concern.clone())
     }
 }
