@@ -62,6 +62,45 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// Its name, as `--json` spells it (`add-rule`, `del-address`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::SetLink { .. } => "set-link",
+            Op::SetSysctl { .. } => "set-sysctl",
+            Op::AddAddress(_) => "add-address",
+            Op::AddRoute(_) => "add-route",
+            Op::ReplaceRoute(_) => "replace-route",
+            Op::AddRule(_) => "add-rule",
+            Op::AdoptAddress(_) => "adopt-address",
+            Op::DelRule(_) => "del-rule",
+            Op::DelForeignRule { .. } => "del-foreign-rule",
+            Op::DelRoute(_) => "del-route",
+            Op::DelForeignRoute { .. } => "del-foreign-route",
+            Op::DelAddress(_) => "del-address",
+            Op::AddAltname { .. } => "add-altname",
+            Op::DelAltname { .. } => "del-altname",
+        }
+    }
+
+    /// The link and the table it changes, where it has them.
+    pub fn subject(&self) -> (Option<&str>, Option<u32>) {
+        match self {
+            Op::SetLink { dev, .. } | Op::AddAltname { dev, .. } | Op::DelAltname { dev, .. } => {
+                (Some(dev), None)
+            }
+            Op::SetSysctl { key, .. } => (key.dev(), None),
+            Op::AddAddress(a) | Op::AdoptAddress(a) | Op::DelAddress(a) => (Some(&a.dev), None),
+            Op::AddRoute(r) | Op::ReplaceRoute(r) | Op::DelRoute(r) => {
+                (Some(&r.dev), Some(r.table))
+            }
+            Op::DelForeignRoute { route, .. } => (Some(&route.dev), Some(route.table)),
+            Op::AddRule(r) | Op::DelRule(r) => (None, Some(r.table)),
+            Op::DelForeignRule { rule, .. } => (None, Some(rule.table)),
+        }
+    }
+}
+
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -15,6 +15,12 @@ impl Sysctl {
         Sysctl(format!("net.ipv4.conf.{dev}.{key}"))
     }
 
+    /// The interface a per-interface key is about (`net.ipv4.conf.<dev>.…`).
+    pub fn dev(&self) -> Option<&str> {
+        let rest = self.0.strip_prefix("net.ipv4.conf.")?;
+        rest.rsplit_once('.').map(|(dev, _)| dev)
+    }
+
     fn path(key: &str) -> PathBuf {
         // Interface names may contain dots; sysctl(8) writes them as '/'.
         // Only the fixed components are separators here.

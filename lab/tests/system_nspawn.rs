@@ -620,6 +620,60 @@ fn debian_guest_runs_the_package_under_systemd() {
         sys.addr_on("eth2", "10.0.2.21") && !sys.addr_on("eth1", "10.0.2.21")
     });
     sys.assert_replies_leave("10.0.2.21", "eth2", "after the IP move");
+
+    // The journal keeps each ENI's history under its id: the moved address
+    // leaves eth1's and joins eth2's, with the ENI's MAC, link and table.
+    let eni_id = |dev: &str| {
+        sys.inst
+            .eni_meta()
+            .find(|(e, _)| e.name() == dev)
+            .map(|(_, m)| m.eni_id.clone())
+            .unwrap_or_else(|| sys.fail(&format!("no ENI {dev}")))
+    };
+    let (eth1_id, eth2_id) = (eni_id("eth1"), eni_id("eth2"));
+    let history = |id: &str| {
+        sys.sh_any(&format!(
+            "journalctl --no-pager -o cat -u eniroute.service ENI_ID={id}"
+        ))
+    };
+    sys.until(
+        "journalctl ENI_ID= shows the move in both histories",
+        || {
+            history(&eth1_id).contains("- address 10.0.2.21/32 dev eth1")
+                && history(&eth2_id).contains("+ address 10.0.2.21/32 dev eth2")
+        },
+    );
+    let eth2_history = history(&eth2_id);
+    for want in [
+        "+ address 10.0.2.31/32 dev eth2",
+        "+ rule from 10.0.2.31 lookup 10002 priority 10002",
+        "+ rule from 10.0.2.21 lookup 10002 priority 10002",
+    ] {
+        if !eth2_history.contains(want) {
+            sys.fail(&format!(
+                "journalctl ENI_ID={eth2_id} lacks {want}:\n{eth2_history}"
+            ));
+        }
+    }
+    if eth2_history.contains("eth1") || history(&eth1_id).contains("eth2") {
+        sys.fail(&format!(
+            "one ENI's history holds another's records:\n{eth2_history}"
+        ));
+    }
+    let fields = sys.sh(&format!(
+        "journalctl --no-pager -o verbose -n 1 -u eniroute.service ENI_ID={eth2_id} OPERATION=add-rule"
+    ));
+    for want in [
+        "MAC=0a:e0:00:01:00:02",
+        "LINK=eth2",
+        "TABLE=10002",
+        "PRIORITY=6",
+        "SYSLOG_IDENTIFIER=eniroute",
+    ] {
+        if !fields.contains(want) {
+            sys.fail(&format!("the journal record lacks {want}:\n{fields}"));
+        }
+    }
     let all = [
         "10.0.1.10",
         "10.0.2.20",

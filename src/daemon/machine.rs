@@ -13,9 +13,10 @@ use tracing::Level;
 use crate::backoff::{self, Retry, NEVER};
 use crate::imds::client::{EndpointInUse, ImdsError};
 use crate::imds::model::{EniState, Instance};
+use crate::logging::LogFields;
 use crate::netlink::{Event, NetlinkError};
-use crate::plan::EniStatus;
-use crate::reconcile::Outcome;
+use crate::plan::{EniStatus, Plan};
+use crate::reconcile::{Op, Outcome};
 use crate::values::{Mac, Warning};
 
 /// Events that arrive this close together cause one reconcile: one attach
@@ -81,15 +82,13 @@ pub(super) struct Reload {
 pub(super) enum Command {
     /// Read metadata: forget every cached key first (`clear`), or those of
     /// these MACs.
-    Fetch {
-        clear: bool,
-        forget: Vec<Mac>,
-    },
+    Fetch { clear: bool, forget: Vec<Mac> },
     /// Reconcile the kernel with [`Machine::instance`].
     Reconcile,
     /// Tell systemd (sd_notify).
     Notify(String),
-    Log(Level, String),
+    /// Log a line, with the ENI it is about as journal fields.
+    Log(Level, String, LogFields),
 }
 
 pub(super) struct Machine {
@@ -491,7 +490,7 @@ impl Machine {
             }
         };
         for op in &o.applied.ops {
-            log(out, Level::INFO, op.to_string());
+            log_eni(out, Level::INFO, op.to_string(), op_fields(&o.plan, op));
         }
         // The same failure on every retry is logged once.
         if o.applied.errors != self.last_errors {
@@ -511,7 +510,13 @@ impl Machine {
             .collect();
         if warnings != self.last_warnings {
             for w in &warnings {
-                log(out, Level::WARN, w.to_string());
+                let (dev, table) = w.subject();
+                log_eni(
+                    out,
+                    Level::WARN,
+                    w.to_string(),
+                    eni_fields(&o.plan, dev, table),
+                );
             }
             self.last_warnings = warnings;
         }
@@ -625,10 +630,14 @@ impl Machine {
                 .entry(mac)
                 .or_insert_with(|| (Retry::new(now, LAG_FIRST_RETRY), String::new()));
             if entry.1 != reason {
-                log(
+                log_eni(
                     out,
                     Level::DEBUG,
                     format!("link with MAC {mac} waits for its metadata: {reason}"),
+                    LogFields {
+                        mac: Some(mac.to_string()),
+                        ..LogFields::default()
+                    },
                 );
                 entry.1 = reason;
             }
@@ -667,7 +676,35 @@ impl Machine {
 }
 
 fn log(out: &mut Vec<Command>, level: Level, message: impl Into<String>) {
-    out.push(Command::Log(level, message.into()));
+    out.push(Command::Log(level, message.into(), LogFields::default()));
+}
+
+fn log_eni(out: &mut Vec<Command>, level: Level, message: impl Into<String>, fields: LogFields) {
+    out.push(Command::Log(level, message.into(), fields));
+}
+
+/// The ENI a change or warning is about, found by its link or its table in
+/// the plan, as journal fields. An ENI gone from metadata (its link still
+/// there) is named by its link alone.
+fn eni_fields(plan: &Plan, dev: Option<&str>, table: Option<u32>) -> LogFields {
+    let eni = plan.enis.iter().find(|e| {
+        (dev.is_some() && e.dev.as_deref() == dev) || (table.is_some() && e.table == table)
+    });
+    LogFields {
+        eni_id: eni.and_then(|e| e.interface_id.clone()),
+        mac: eni.map(|e| e.mac.to_string()),
+        link: dev.map(str::to_string).or(eni.and_then(|e| e.dev.clone())),
+        table: table.or(eni.and_then(|e| e.table)),
+        operation: None,
+    }
+}
+
+fn op_fields(plan: &Plan, op: &Op) -> LogFields {
+    let (dev, table) = op.subject();
+    LogFields {
+        operation: Some(op.kind().to_string()),
+        ..eni_fields(plan, dev, table)
+    }
 }
 
 #[cfg(test)]
@@ -754,7 +791,7 @@ mod tests {
     fn logs(c: &[Command], level: Level) -> Vec<&str> {
         c.iter()
             .filter_map(|c| match c {
-                Command::Log(l, s) if *l == level => Some(s.as_str()),
+                Command::Log(l, s, _) if *l == level => Some(s.as_str()),
                 _ => None,
             })
             .collect()

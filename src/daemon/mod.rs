@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio::time::sleep_until;
-use tracing::Level;
 
 use crate::agent::{self, Namespace, SetupError};
 use crate::config::{self, Config};
@@ -269,7 +268,9 @@ impl<K: Kernel> Daemon<K> {
                     queue.extend(self.machine.handle(Instant::now(), input));
                 }
                 Command::Notify(state) => self.notifier.send(&state),
-                Command::Log(level, message) => log(level, &message),
+                Command::Log(level, message, fields) => {
+                    crate::logging::event(level, &message, &fields)
+                }
             }
         }
     }
@@ -326,16 +327,6 @@ impl<K: Kernel> Daemon<K> {
             changed.poll = Some(poll_interval(&self.config));
         }
         changed
-    }
-}
-
-fn log(level: Level, message: &str) {
-    match level {
-        Level::ERROR => tracing::error!("{message}"),
-        Level::WARN => tracing::warn!("{message}"),
-        Level::INFO => tracing::info!("{message}"),
-        Level::DEBUG => tracing::debug!("{message}"),
-        Level::TRACE => tracing::trace!("{message}"),
     }
 }
 

@@ -82,6 +82,23 @@ pub enum Warning {
     ForeignRuleInRange { rule: Rule, protocol: String },
 }
 
+impl Warning {
+    /// The link and table it is about, where it names them.
+    pub fn subject(&self) -> (Option<&str>, Option<u32>) {
+        match self {
+            Warning::UnconfirmedRemoval { dev, .. }
+            | Warning::GatewayOffSubnet { dev, .. }
+            | Warning::VpcOverlap { dev, .. }
+            | Warning::AltnameTaken { dev, .. } => (Some(dev), None),
+            Warning::RuleAhead { dev, table, .. } => (Some(dev), Some(*table)),
+            Warning::TableTaken { table, .. } => (None, Some(*table)),
+            Warning::ForeignRouteInRange { route, .. } => (None, Some(route.table)),
+            Warning::ForeignRuleInRange { rule, .. } => (None, Some(rule.table)),
+            Warning::InvalidMetadata(_) => (None, None),
+        }
+    }
+}
+
 impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
