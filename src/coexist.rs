@@ -379,6 +379,7 @@ mod tests {
                 .map(|a| LinkAddress {
                     addr: net(a),
                     owned: false,
+                    valid_lft: None,
                 })
                 .collect(),
         }

@@ -352,12 +352,20 @@ impl EniPlanner<'_> {
         if let (Some(primary), Some(subnet)) = (eni.primary_ipv4(), eni.subnet_v4) {
             // Hot-plugged ENIs often get no DHCP lease: give the link its
             // primary address with the subnet prefix, unless someone else
-            // already put an address from that subnet there.
+            // already put an address from that subnet there, or a DHCP
+            // client serves the link (an IPv4 address with a lifetime, now
+            // or a moment ago): the primary is that client's to add, also
+            // while it is briefly gone (`networkctl reconfigure`).
             let foreign_in_subnet =
                 self.link.addresses.iter().any(|a| {
                     !a.owned && matches!(a.addr, IpNet::V4(n) if subnet.contains(&n.addr()))
                 });
-            if !foreign_in_subnet {
+            let dhcp = self
+                .link
+                .addresses
+                .iter()
+                .any(|a| !a.owned && a.valid_lft.is_some() && matches!(a.addr, IpNet::V4(_)));
+            if !foreign_in_subnet && !dhcp {
                 let net = Ipv4Net::new(primary, subnet.prefix_len()).unwrap_or(subnet);
                 self.address(IpNet::V4(net), false);
             }
@@ -394,11 +402,29 @@ impl EniPlanner<'_> {
         });
     }
 
+    /// The primary address as a route's preferred source, when the link
+    /// will have it: the kernel refuses a source the host does not hold,
+    /// as while a DHCP client has dropped the primary for a moment.
+    fn primary_src(&self) -> Option<IpAddr> {
+        let primary = IpAddr::V4(self.eni.primary_ipv4()?);
+        let held = self
+            .link
+            .addresses
+            .iter()
+            .any(|a| a.addr.addr() == primary && a.valid_lft != Some(0));
+        let added = self
+            .plan
+            .addresses
+            .iter()
+            .any(|a| a.index == self.link.index && a.address.addr() == primary);
+        (held || added).then_some(primary)
+    }
+
     fn table_routes(&mut self) {
         let eni = self.eni;
         let t = self.table;
         if let (Some(subnet), Some(router)) = (eni.subnet_v4, eni.router_v4()) {
-            let src = eni.primary_ipv4().map(IpAddr::V4);
+            let src = self.primary_src();
             self.route(t, IpNet::V4(subnet), None, src);
             self.route(
                 t,
@@ -466,7 +492,7 @@ impl EniPlanner<'_> {
     }
 
     fn user_main_routes(&mut self) {
-        let src4 = self.eni.primary_ipv4().map(IpAddr::V4);
+        let src4 = self.primary_src();
         for r in self.opts.main_routes.clone() {
             if let Some(gw) = self.user_gateway(&r) {
                 let src = if matches!(r.dst, IpNet::V4(_)) {
@@ -484,7 +510,7 @@ impl EniPlanner<'_> {
     /// primary VPC, which must keep winning for its own addresses.
     fn cross_vpc_routes(&mut self, primary_v4: &[Ipv4Net], primary_v6: &[Ipv6Net]) {
         let eni = self.eni;
-        let src = eni.primary_ipv4().map(IpAddr::V4);
+        let src = self.primary_src();
         if let Some(router) = eni.router_v4() {
             for cidr in &eni.vpc_v4 {
                 if let Some(p) = primary_v4
@@ -598,6 +624,88 @@ impl std::fmt::Display for Plan {
 mod tests {
     use super::*;
     use crate::imds::{parse, tree};
+
+    fn management() -> Instance {
+        let path = format!(
+            "{}/tests/fixtures/imds/management-network.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let t: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        parse::instance_from(|p| tree::lookup(&t, p)).unwrap()
+    }
+
+    fn eth1(addresses: &[(&str, Option<u32>)]) -> Vec<Link> {
+        vec![Link {
+            index: 3,
+            name: "eth1".into(),
+            mac: Some("0a:00:00:00:00:02".parse().unwrap()),
+            up: true,
+            group: 0,
+            mtu: 9001,
+            addresses: addresses
+                .iter()
+                .map(|(a, valid_lft)| crate::values::LinkAddress {
+                    addr: a.parse().unwrap(),
+                    owned: false,
+                    valid_lft: *valid_lft,
+                })
+                .collect(),
+        }]
+    }
+
+    fn lines(p: &Plan) -> Vec<String> {
+        p.to_string().lines().map(str::to_string).collect()
+    }
+
+    /// Where a DHCP client serves the link, its primary address is the
+    /// client's: never added by the agent, also while it is gone for a
+    /// moment (a lease remembered, `valid_lft` 0); secondaries, rules and
+    /// routes are planned as ever, the subnet route without a source the
+    /// host does not hold. A bare link gets its primary, as before.
+    #[test]
+    fn the_primary_is_left_to_a_dhcp_client() {
+        let inst = management();
+        let cfg = Config::default();
+        let subnet_route =
+            |src: &str| format!("route 10.0.2.0/24 dev eth1 scope link{src} table 10001");
+        for (addresses, src) in [
+            (vec![("10.0.2.20/24", Some(3600))], " src 10.0.2.20"),
+            (vec![("10.0.2.20/24", Some(0))], ""),
+        ] {
+            let p = plan(&inst, &eth1(&addresses), &cfg);
+            let l = lines(&p);
+            assert!(
+                !l.iter().any(|x| x.starts_with("address 10.0.2.20/24")),
+                "{l:#?}"
+            );
+            assert!(
+                l.contains(&"address 10.0.2.21/32 dev eth1".to_string()),
+                "{l:#?}"
+            );
+            assert!(l.contains(&subnet_route(src)), "{l:#?}");
+            for ip in ["10.0.2.20", "10.0.2.21"] {
+                assert!(
+                    l.contains(&format!("rule from {ip} lookup 10001 priority 10001")),
+                    "{l:#?}"
+                );
+            }
+        }
+        // A DHCP client elsewhere on the link (another address with a
+        // lifetime) counts too.
+        let p = plan(&inst, &eth1(&[("192.168.0.5/24", Some(600))]), &cfg);
+        assert!(!lines(&p)
+            .iter()
+            .any(|x| x.starts_with("address 10.0.2.20/24")));
+        // Nothing serves a bare link: the agent gives it its primary.
+        let p = plan(&inst, &eth1(&[]), &cfg);
+        let l = lines(&p);
+        assert!(
+            l.contains(&"address 10.0.2.20/24 dev eth1".to_string()),
+            "{l:#?}"
+        );
+        assert!(l.contains(&subnet_route(" src 10.0.2.20")), "{l:#?}");
+    }
 
     #[test]
     fn a_vlan_sharing_the_enis_mac_does_not_take_its_place() {

@@ -437,6 +437,9 @@ pub async fn reconcile(
         if let Err(e) = records.note_links(&current.links) {
             out.applied.errors.push(e.to_string());
         }
+        if let Err(e) = records.note_leases(&current.links) {
+            out.applied.errors.push(e.to_string());
+        }
         let a = assess(instance, &current, config);
         out.unknown_macs = a.unknown_macs;
         out.conflicts = a.conflicts;
@@ -556,6 +559,7 @@ mod tests {
             link.addresses.push(LinkAddress {
                 addr: a.address,
                 owned: true,
+                valid_lft: None,
             });
             Ok(())
         }
@@ -742,6 +746,7 @@ mod tests {
                 addresses: vec![LinkAddress {
                     addr: "10.0.1.10/24".parse().unwrap(),
                     owned: false,
+                    valid_lft: None,
                 }],
             },
             Link {

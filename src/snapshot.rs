@@ -26,6 +26,9 @@ pub struct Current {
     pub owned_altnames: BTreeSet<(u32, String)>,
     /// Managed links someone set down after they were up: left down.
     pub held_down: BTreeSet<u32>,
+    /// (ifindex, address): a DHCP client's addresses that vanished before
+    /// their lifetime ran out (see [`AddressRecords::leases_gone`]).
+    pub leases_gone: BTreeSet<(u32, ipnet::IpNet)>,
 }
 
 impl Current {
@@ -49,8 +52,10 @@ impl Current {
             .collect();
         let owned_altnames = crate::altname::owned(records.dir(), &names);
         let held_down = records.held_down(&links);
+        let leases_gone = records.leases_gone(&links);
         Ok(Current {
             held_down,
+            leases_gone,
             links,
             rules: kernel.rules().await?,
             routes: kernel.routes().await?,
@@ -73,12 +78,27 @@ impl Current {
     /// The links the plan may use: a link udev has not finished with (and
     /// may still rename) is not planned for yet; it has nothing of ours, so
     /// nothing is lost.
+    ///
+    /// A DHCP client's address that vanished a moment ago is shown to the
+    /// plan as still there with no lifetime left (`valid_lft` 0): the plan
+    /// leaves it to that client rather than adding it.
     pub fn ready_links(&self) -> Vec<Link> {
-        self.links
+        let mut links: Vec<Link> = self
+            .links
             .iter()
             .filter(|l| !self.udev_pending.contains(&l.index))
             .cloned()
-            .collect()
+            .collect();
+        for (index, addr) in &self.leases_gone {
+            if let Some(l) = links.iter_mut().find(|l| l.index == *index) {
+                l.addresses.push(crate::values::LinkAddress {
+                    addr: *addr,
+                    owned: false,
+                    valid_lft: Some(0),
+                });
+            }
+        }
+        links
     }
 
     pub fn owned_rules(&self, protocol: u8) -> impl Iterator<Item = &Rule> {

@@ -3,7 +3,7 @@
 //! keyed by the network namespace, so agents in different namespaces of one
 //! host (the lab runs several instances side by side) never share it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -21,6 +21,7 @@ use crate::values::{Link, Mac};
 pub const RUN_ROOT: &str = "/run/eniroute";
 
 const LINKS_UP: &str = "links-up.json";
+const LEASES: &str = "leases.json";
 
 /// A file or directory of the state that could not be used, and why.
 #[derive(Debug, thiserror::Error)]
@@ -226,6 +227,26 @@ pub struct AddressRecords {
     /// someone (an administrator's maintenance) and stays down. Kept beside
     /// the address records, in `links-up.json`.
     links_up: BTreeSet<(u32, Mac)>,
+    /// Addresses with a finite lifetime seen on a link (a DHCP client's),
+    /// by MAC, with when that lifetime ends (seconds since the epoch): an
+    /// address that vanishes before then (`networkctl reconfigure`, a
+    /// client restarting) is still that client's and is not added by the
+    /// agent. Kept in `leases.json`.
+    leases: BTreeMap<(Mac, IpNet), u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Lease {
+    mac: Mac,
+    address: IpNet,
+    until: u64,
+}
+
+/// Seconds since the epoch: lease ends must compare across restarts.
+fn epoch_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl AddressRecords {
@@ -245,10 +266,18 @@ impl AddressRecords {
             .ok()
             .and_then(|text| serde_json::from_str(&text).ok())
             .unwrap_or_default();
+        let leases = fs::read_to_string(dir.join(LEASES))
+            .ok()
+            .and_then(|text| serde_json::from_str::<Vec<Lease>>(&text).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|l| ((l.mac, l.address), l.until))
+            .collect();
         AddressRecords {
             path,
             records,
             links_up,
+            leases,
         }
     }
 
@@ -291,6 +320,75 @@ impl AddressRecords {
         }
         let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_string(&self.links_up).map_err(|e| err(&tmp, e))?;
+        fs::write(&tmp, text).map_err(|e| err(&tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| err(&path, e))
+    }
+
+    /// Addresses a DHCP client held on a link a moment ago (their lifetime
+    /// has not run out) that the link no longer has, as (ifindex, address).
+    pub fn leases_gone(&self, links: &[Link]) -> BTreeSet<(u32, IpNet)> {
+        self.leases_gone_at(links, epoch_now())
+    }
+
+    fn leases_gone_at(&self, links: &[Link], now: u64) -> BTreeSet<(u32, IpNet)> {
+        links
+            .iter()
+            .filter_map(|l| Some((l, l.mac?)))
+            .flat_map(|(l, mac)| {
+                self.leases
+                    .iter()
+                    .filter(move |((m, a), until)| {
+                        *m == mac
+                            && **until > now
+                            && !l.addresses.iter().any(|x| x.addr.addr() == a.addr())
+                    })
+                    .map(move |((_, a), _)| (l.index, *a))
+            })
+            .collect()
+    }
+
+    /// Remembers the addresses with a finite lifetime that links hold now
+    /// (see `leases`), and forgets leases that ran out.
+    pub fn note_leases(&mut self, links: &[Link]) -> Result<(), StateError> {
+        self.note_leases_at(links, epoch_now())
+    }
+
+    fn note_leases_at(&mut self, links: &[Link], now: u64) -> Result<(), StateError> {
+        let mut next = self.leases.clone();
+        next.retain(|_, until| *until > now);
+        for l in links {
+            let Some(mac) = l.mac else { continue };
+            for a in l.addresses.iter().filter(|a| !a.owned) {
+                if let Some(valid) = a.valid_lft.filter(|v| *v > 0) {
+                    next.insert((mac, a.addr), now.saturating_add(u64::from(valid)));
+                }
+            }
+        }
+        // A renewal moves the end by the lease time; the file need not
+        // follow every second of it.
+        let moved = next.len() != self.leases.len()
+            || next.iter().any(|(k, until)| {
+                self.leases
+                    .get(k)
+                    .is_none_or(|before| before.abs_diff(*until) > 60)
+            });
+        if !moved {
+            return Ok(());
+        }
+        self.leases = next;
+        let path = self.dir().join(LEASES);
+        ensure_dir(self.dir())?;
+        let list: Vec<Lease> = self
+            .leases
+            .iter()
+            .map(|((mac, address), until)| Lease {
+                mac: *mac,
+                address: *address,
+                until: *until,
+            })
+            .collect();
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_string(&list).map_err(|e| err(&tmp, e))?;
         fs::write(&tmp, text).map_err(|e| err(&tmp, e))?;
         fs::rename(&tmp, &path).map_err(|e| err(&path, e))
     }
@@ -357,10 +455,13 @@ impl AddressRecords {
 
 /// Removes the namespace's state directory (after `cleanup`).
 pub fn remove_records(dir: &Path) -> io::Result<()> {
-    match fs::remove_file(dir.join("addresses.json")) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-        _ => Ok(()),
+    for name in ["addresses.json", LEASES] {
+        match fs::remove_file(dir.join(name)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
     }
+    Ok(())
 }
 
 /// The pid of the process holding this namespace's lock, if one does.
@@ -409,6 +510,54 @@ mod tests {
         assert!(r2.owned(&links).contains(&(3, addr)));
         // Same ifindex, different MAC: a new link, not ours.
         assert!(r2.owned(&[link(3, "0a:00:00:00:00:09")]).is_empty());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// An address a DHCP client left (finite lifetime) that vanishes is
+    /// still the client's until its lifetime would have ended, across a
+    /// reload; a permanent or an owned address is never a lease.
+    #[test]
+    fn a_vanished_lease_is_remembered_until_its_lifetime_ends() {
+        let dir = std::env::temp_dir().join(format!("eniroute-leases-{}", std::process::id()));
+        let addr: IpNet = "10.0.2.20/24".parse().unwrap();
+        let mut eth1 = link(3, "0a:00:00:00:00:02");
+        eth1.addresses = vec![
+            crate::values::LinkAddress {
+                addr,
+                owned: false,
+                valid_lft: Some(60),
+            },
+            crate::values::LinkAddress {
+                addr: "10.0.2.21/32".parse().unwrap(),
+                owned: true,
+                valid_lft: Some(60),
+            },
+            crate::values::LinkAddress {
+                addr: "10.0.2.22/32".parse().unwrap(),
+                owned: false,
+                valid_lft: None,
+            },
+        ];
+        let mut r = AddressRecords::load(&dir);
+        r.note_leases_at(std::slice::from_ref(&eth1), 1000).unwrap();
+        assert!(
+            r.leases_gone_at(std::slice::from_ref(&eth1), 1010)
+                .is_empty(),
+            "still there"
+        );
+        let bare = link(3, "0a:00:00:00:00:02");
+        let r = AddressRecords::load(&dir);
+        let gone = r.leases_gone_at(std::slice::from_ref(&bare), 1030);
+        assert_eq!(gone, BTreeSet::from([(3, addr)]));
+        assert!(
+            r.leases_gone_at(std::slice::from_ref(&bare), 1061)
+                .is_empty(),
+            "lifetime over"
+        );
+        // Another link with the same ifindex is not the one that had it.
+        assert!(r
+            .leases_gone_at(&[link(3, "0a:00:00:00:00:09")], 1030)
+            .is_empty());
         let _ = fs::remove_dir_all(&dir);
     }
 

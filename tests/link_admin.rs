@@ -22,6 +22,7 @@ fn links(eth1_up: bool) -> Vec<Link> {
         addresses: vec![LinkAddress {
             addr: addr.parse().unwrap(),
             owned: false,
+            valid_lft: None,
         }],
     };
     vec![

@@ -33,6 +33,7 @@ fn links_for(tree: &serde_json::Value) -> Vec<Link> {
                     addresses.push(LinkAddress {
                         addr: net.parse().unwrap(),
                         owned: false,
+                        valid_lft: None,
                     });
                 }
             }

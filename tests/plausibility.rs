@@ -63,6 +63,7 @@ fn links_with(eth1: &[(&str, bool)]) -> Vec<Link> {
             .map(|(a, owned)| LinkAddress {
                 addr: a.parse().unwrap(),
                 owned: *owned,
+                valid_lft: None,
             })
             .collect(),
     };

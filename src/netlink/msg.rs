@@ -339,16 +339,28 @@ pub(crate) fn parse_address(msg: &AddressMessage, protocol: u8) -> Option<(u32, 
     let mut local = None;
     let mut address = None;
     let mut owned = false;
+    let mut valid_lft = None;
     for attr in &msg.attributes {
         match attr {
             AddressAttribute::Local(a) => local = Some(*a),
             AddressAttribute::Address(a) => address = Some(*a),
             AddressAttribute::Protocol(p) => owned = u8::from(*p) == protocol,
+            // INFINITY_LIFE_TIME (all ones) is a permanent address.
+            AddressAttribute::CacheInfo(c) if c.ifa_valid != u32::MAX => {
+                valid_lft = Some(c.ifa_valid)
+            }
             _ => {}
         }
     }
     let addr = IpNet::new(local.or(address)?, msg.header.prefix_len).ok()?;
-    Some((msg.header.index, LinkAddress { addr, owned }))
+    Some((
+        msg.header.index,
+        LinkAddress {
+            addr,
+            owned,
+            valid_lft,
+        },
+    ))
 }
 
 // ---------------------------------------------------------------- links
@@ -692,7 +704,8 @@ mod tests {
                 3,
                 LinkAddress {
                     addr: "10.0.2.21/24".parse().unwrap(),
-                    owned: true
+                    owned: true,
+                    valid_lft: None,
                 }
             ))
         );

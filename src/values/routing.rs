@@ -44,6 +44,11 @@ pub struct LinkAddress {
     pub addr: IpNet,
     /// Added by eniroute (kernel `IFA_PROTO` or the state file says so).
     pub owned: bool,
+    /// Seconds the address stays valid, `None` for forever. A finite
+    /// lifetime is what a DHCP client (or router advertisements) leaves:
+    /// the address is that client's, renewed or dropped by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_lft: Option<u32>,
 }
 
 /// A network interface as the kernel reports it.
