@@ -539,6 +539,7 @@ mod tests {
                 .map(|a| LinkAddress {
                     addr: a.parse().unwrap(),
                     owned: false,
+                    valid_lft: None,
                 })
                 .collect(),
         }
@@ -901,6 +902,7 @@ mod tests {
         w.links[2].addresses.push(LinkAddress {
             addr: "2001:db8:2::21/128".parse().unwrap(),
             owned: true,
+            valid_lft: None,
         });
         w.enis[1].owns.push("2001:db8:2::21/128".parse().unwrap());
         w.enis[1].managed = false;
