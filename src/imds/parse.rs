@@ -30,8 +30,12 @@ pub enum ValueError {
         value: String,
         why: String,
     },
-    #[error("key device-number")]
-    Key(#[from] EniKeyError),
+    /// A card or device number out of range, with the key it came from.
+    #[error("key {key}")]
+    Key {
+        key: &'static str,
+        source: EniKeyError,
+    },
 }
 
 /// The per-MAC keys read under `network/interfaces/macs/<mac>/`.
@@ -136,16 +140,25 @@ fn parse_eni(mac: Mac, primary: bool, keys: &EniKeys) -> Result<Parsed, ValueErr
     // A freshly attached ENI reads device-number 0 for a moment while its
     // metadata propagates; only the primary ENI really is device 0 on card 0,
     // so a secondary claiming it would steal the primary's table.
-    let card = match number(keys, "network-card")? {
-        Some(c) => c,
-        None => number(keys, "network-card-index")?.unwrap_or(0),
+    let (card, card_key) = match number(keys, "network-card")? {
+        Some(c) => (c, "network-card"),
+        None => (
+            number(keys, "network-card-index")?.unwrap_or(0),
+            "network-card-index",
+        ),
     };
     if device == 0 && card == 0 && !primary {
         return Ok(Parsed::NotReady(
             "device-number reads 0 on a secondary ENI (metadata still propagating)".into(),
         ));
     }
-    let key = EniKey::new(card, device)?;
+    let key = EniKey::new(card, device).map_err(|source| ValueError::Key {
+        key: match source {
+            EniKeyError::Card(_) => card_key,
+            EniKeyError::Device(_) => "device-number",
+        },
+        source,
+    })?;
     let ipv4s: Vec<Ipv4Addr> = list(keys, "local-ipv4s")?;
     let ipv6s: Vec<Ipv6Addr> = list(keys, "ipv6s")?;
     let subnet_v4 = value(keys, "subnet-ipv4-cidr-block")
@@ -470,6 +483,39 @@ mod tests {
             eni(MAC.parse().unwrap(), false, &k),
             EniState::Invalid { .. }
         ));
+    }
+
+    /// An out-of-range number names the key it was read from.
+    #[test]
+    fn a_card_out_of_range_names_its_key() {
+        for (key, value) in [("network-card", "70"), ("network-card-index", "70")] {
+            let k = keys(&[("device-number", "1"), (key, value)]);
+            match eni(MAC.parse().unwrap(), false, &k) {
+                EniState::Invalid { error, .. } => assert!(
+                    error.contains(&format!("key {key}: network card 70 is out of range")),
+                    "{error}"
+                ),
+                other => panic!("{other:?}"),
+            }
+        }
+        let k = keys(&[("device-number", "4000")]);
+        match eni(MAC.parse().unwrap(), false, &k) {
+            EniState::Invalid { error, .. } => {
+                assert!(
+                    error.contains("key device-number: device number 4000"),
+                    "{error}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        // A number too large for any counter names its key too.
+        let k = keys(&[("device-number", "99999999999999999999")]);
+        match eni(MAC.parse().unwrap(), false, &k) {
+            EniState::Invalid { error, .. } => {
+                assert!(error.contains("key device-number"), "{error}")
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
