@@ -134,6 +134,24 @@ pub struct Selection {
     /// Run even where amazon-ec2-net-utils is installed. Both program the
     /// same tables, so by default the agent refuses to change anything.
     pub coexist_with_ec2_net_utils: bool,
+    /// Whether the primary ENI's secondary IPv4 addresses go on the host.
+    pub primary_secondary_ips: SecondaryIps,
+}
+
+/// What becomes of the primary ENI's secondary IPv4 addresses (and of its
+/// delegated IPv4 prefixes' addresses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecondaryIps {
+    /// On the host, with their rules, unless an agent that gives them to
+    /// pods or tasks runs here (the Kubernetes VPC CNI, ECS awsvpc): then
+    /// they are left to it.
+    #[default]
+    Auto,
+    /// On the host, whatever else runs.
+    Assign,
+    /// Never on the host, no rules for them: another agent owns them.
+    Leave,
 }
 
 impl Default for Selection {
@@ -142,6 +160,7 @@ impl Default for Selection {
             exclude: Vec::new(),
             primary_rules: true,
             coexist_with_ec2_net_utils: false,
+            primary_secondary_ips: SecondaryIps::Auto,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod logging;
 pub mod netlink;
 pub mod notify;
 pub mod plan;
+pub mod pods;
 pub mod reconcile;
 pub mod snapshot;
 pub mod state;

@@ -185,12 +185,17 @@ pub fn plan(instance: &Instance, links: &[Link], config: &Config) -> Plan {
         s.table = Some(table);
         let opts = config.options_for(&eni.facts(&link.name));
         let is_primary = eni.mac == instance.primary_mac;
+        // Where another agent hands the primary ENI's secondary addresses
+        // to pods or tasks, they are theirs: neither on the host nor ruled.
+        let leave = is_primary
+            && config.selection.primary_secondary_ips == crate::config::SecondaryIps::Leave;
         let mut b = EniPlanner {
             eni,
             link,
             table,
             opts: &opts,
             plan: &mut plan,
+            leave_secondaries: leave,
         };
         b.link_settings(config.numbering.ifgroup);
         b.addresses();
@@ -309,6 +314,9 @@ struct EniPlanner<'a> {
     table: u32,
     opts: &'a EniOptions,
     plan: &'a mut Plan,
+    /// The ENI's secondary IPv4 addresses and IPv4 prefixes are another
+    /// agent's (pods, tasks).
+    leave_secondaries: bool,
 }
 
 impl EniPlanner<'_> {
@@ -370,14 +378,21 @@ impl EniPlanner<'_> {
                 self.address(IpNet::V4(net), false);
             }
         }
-        for ip in eni.ipv4s.iter().skip(1) {
-            self.address(IpNet::from(IpAddr::V4(*ip)), true);
+        if !self.leave_secondaries {
+            for ip in eni.ipv4s.iter().skip(1) {
+                self.address(IpNet::from(IpAddr::V4(*ip)), true);
+            }
         }
         for ip in &eni.ipv6s {
             self.address(IpNet::from(IpAddr::V6(*ip)), true);
         }
         if self.opts.assign_prefix_addresses {
-            for prefix in &eni.ipv4_prefixes {
+            let v4 = if self.leave_secondaries {
+                &[][..]
+            } else {
+                &eni.ipv4_prefixes[..]
+            };
+            for prefix in v4 {
                 for ip in prefix.hosts().chain([prefix.network(), prefix.broadcast()]) {
                     self.address(IpNet::from(IpAddr::V4(ip)), true);
                 }
@@ -452,7 +467,11 @@ impl EniPlanner<'_> {
     }
 
     fn rules(&mut self) {
-        let from: Vec<IpNet> = eni_addresses(self.eni);
+        let mut from: Vec<IpNet> = eni_addresses(self.eni);
+        if self.leave_secondaries {
+            let primary = self.eni.primary_ipv4().map(|p| IpNet::from(IpAddr::V4(p)));
+            from.retain(|n| matches!(n, IpNet::V6(_)) || Some(*n) == primary);
+        }
         for net in from {
             self.plan.rules.push(Rule {
                 family: Family::of(&net),

@@ -295,6 +295,7 @@ pub struct Assessment {
 pub fn assess(instance: &Instance, current: &Current, config: &Config) -> Assessment {
     let own = Ownership::from(config);
     let ready = current.ready_links();
+    let config = &effective(config, current);
     let mut plan = crate::plan::plan(instance, &ready, config);
     let mut changes = diff(&plan, current, own);
     // Names last: no traffic depends on them.
@@ -335,6 +336,16 @@ pub fn assess(instance: &Instance, current: &Current, config: &Config) -> Assess
     }
 }
 
+/// The configuration as it applies on this host: `auto` for the primary
+/// ENI's secondary addresses becomes `leave` where an agent that gives them
+/// to pods or tasks was found, `assign` elsewhere.
+fn effective(config: &Config, current: &Current) -> Config {
+    let mut config = config.clone();
+    config.selection.primary_secondary_ips =
+        crate::pods::resolve(config.selection.primary_secondary_ips, &current.pod_agents);
+    config
+}
+
 /// Reads the host as far as [`assess`] needs it for this instance: links,
 /// rules, routes, udev's progress, and the sysctls the plan sets.
 pub async fn observe(
@@ -344,6 +355,12 @@ pub async fn observe(
     config: &Config,
 ) -> Result<Current, NetlinkError> {
     let mut current = Current::read(kernel, records).await?;
+    current.pod_agents = crate::pods::detect(
+        &current.links,
+        &current.rules,
+        config.numbering.protocol,
+        &crate::pods::host_files(&crate::coexist::host_root()),
+    );
     let plan = crate::plan::plan(instance, &current.ready_links(), config);
     current.read_sysctls(kernel, &plan);
     Ok(current)
@@ -949,6 +966,66 @@ mod tests {
         k.refuse.borrow_mut().clear();
         block_on(reconcile(&k, &inst, &cfg, &mut rec)).unwrap();
         assert!(has("10.0.2.30/24") && !has("10.0.2.20/24"));
+    }
+
+    struct NoFiles;
+
+    impl crate::pods::Footprints for NoFiles {
+        fn exists(&self, _: &str) -> bool {
+            false
+        }
+    }
+
+    /// On a VPC CNI node (found by a pod's `eni…` link) the primary ENI's
+    /// secondary IPs are the pods': `auto` neither adds nor rules them,
+    /// `assign` does, and without the CNI `auto` does too.
+    #[test]
+    fn the_primary_enis_secondary_ips_are_left_to_a_pod_agent() {
+        use crate::config::SecondaryIps;
+        let k = kernel_with_links();
+        let mut inst = fixture("management-network");
+        if let crate::imds::model::EniState::Ready(e) = &mut inst.enis[0] {
+            e.ipv4s.push("10.0.1.11".parse().unwrap());
+        }
+        let rec = records();
+        let changes = |cni: bool, setting: SecondaryIps| -> Vec<String> {
+            if cni {
+                k.links.borrow_mut().push(Link {
+                    index: 9,
+                    name: "eni1a2b3c4d5e6".into(),
+                    mac: Some("aa:bb:cc:00:00:09".parse().unwrap()),
+                    up: true,
+                    group: 0,
+                    mtu: 9001,
+                    addresses: vec![],
+                });
+            }
+            let mut current = block_on(Current::read(&k, &rec)).unwrap();
+            current.pod_agents =
+                crate::pods::detect(&current.links, &current.rules, PROTO, &NoFiles);
+            k.links.borrow_mut().retain(|l| l.index != 9);
+            let mut cfg = Config::default();
+            cfg.selection.primary_secondary_ips = setting;
+            assess(&inst, &current, &cfg)
+                .changes
+                .iter()
+                .map(|c| c.to_string())
+                .collect()
+        };
+        let pod_ip = |c: &Vec<String>| c.iter().any(|l| l.contains("10.0.1.11"));
+        let left = changes(true, SecondaryIps::Auto);
+        assert!(!pod_ip(&left), "{left:#?}");
+        assert!(
+            left.contains(&"+ rule from 10.0.1.10 lookup 10000 priority 10000".to_string()),
+            "{left:#?}"
+        );
+        assert!(pod_ip(&changes(true, SecondaryIps::Assign)));
+        let plain = changes(false, SecondaryIps::Auto);
+        assert!(
+            plain.contains(&"+ address 10.0.1.11/32 dev eth0".to_string()),
+            "{plain:#?}"
+        );
+        assert!(!pod_ip(&changes(false, SecondaryIps::Leave)));
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub struct Current {
     /// (ifindex, address): a DHCP client's addresses that vanished before
     /// their lifetime ran out (see [`AddressRecords::leases_gone`]).
     pub leases_gone: BTreeSet<(u32, ipnet::IpNet)>,
+    /// Agents that hand the primary ENI's secondary addresses to pods or
+    /// tasks, found on this host (see [`crate::pods`]).
+    pub pod_agents: Vec<crate::pods::Detected>,
 }
 
 impl Current {
@@ -42,7 +45,9 @@ impl Current {
         let recorded = records.owned(&links);
         for link in &mut links {
             for a in &mut link.addresses {
-                a.owned |= recorded.contains(&(link.index, a.addr));
+                // eniroute adds only permanent addresses: one with a
+                // lifetime is a DHCP client's, whatever a state file says.
+                a.owned |= recorded.contains(&(link.index, a.addr)) && a.valid_lft.is_none();
             }
         }
         let udev_pending = links
@@ -56,6 +61,7 @@ impl Current {
         Ok(Current {
             held_down,
             leases_gone,
+            pod_agents: Vec::new(),
             links,
             rules: kernel.rules().await?,
             routes: kernel.routes().await?,

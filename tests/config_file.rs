@@ -683,6 +683,7 @@ fn everything_set() -> Config {
             exclude: vec![matcher.clone()],
             primary_rules: false,
             coexist_with_ec2_net_utils: true,
+            primary_secondary_ips: eniroute::config::SecondaryIps::Leave,
         },
         enis: vec![EniOverride {
             matcher,

@@ -104,6 +104,12 @@ struct Report {
     /// drop-ins it left.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     ec2_net_utils: Vec<String>,
+    /// Agents that hand the primary ENI's secondary addresses to pods or
+    /// tasks (the Kubernetes VPC CNI, ECS awsvpc), with what gave each away.
+    pod_agents: Vec<crate::pods::Detected>,
+    /// What becomes of the primary ENI's secondary IPv4 addresses here:
+    /// `assign` (on the host) or `leave` (left to the agent above).
+    primary_secondary_ips: crate::config::SecondaryIps,
     /// Pending changes in all (what `apply` would do).
     drift: usize,
     /// Foreign rules that take an ENI's traffic first, in all, plus one
@@ -312,6 +318,11 @@ fn report(
         warnings: plan.warnings.clone(),
         foreign: crate::coexist::foreign_in_range(plan, current, cfg, &takeover),
         ec2_net_utils: ec2_net_utils(cfg),
+        pod_agents: current.pod_agents.clone(),
+        primary_secondary_ips: crate::pods::resolve(
+            cfg.selection.primary_secondary_ips,
+            &current.pod_agents,
+        ),
         drift,
         conflicts,
     }
@@ -376,6 +387,11 @@ fn unverified_report(current: &Current, cfg: &Config, metadata: MetadataReport) 
         warnings: Vec::new(),
         foreign: Vec::new(),
         ec2_net_utils: ec2_net_utils(cfg),
+        pod_agents: current.pod_agents.clone(),
+        primary_secondary_ips: crate::pods::resolve(
+            cfg.selection.primary_secondary_ips,
+            &current.pod_agents,
+        ),
         drift: 0,
         conflicts,
     }
@@ -577,6 +593,15 @@ fn print_human(r: &Report) {
     }
     for e in &r.ec2_net_utils {
         println!("{e}");
+    }
+    for p in &r.pod_agents {
+        let what = match r.primary_secondary_ips {
+            crate::config::SecondaryIps::Leave => "left off the host",
+            _ => "put on the host anyway (selection.primary_secondary_ips = \"assign\")",
+        };
+        println!(
+            "pods: {p} gives the primary ENI's secondary IPs to pods or tasks; they are {what}"
+        );
     }
     let foreign = if r.foreign.is_empty() {
         String::new()
