@@ -259,6 +259,9 @@ impl View {
                 let owned = link.addresses[i].owned || address.owned;
                 let changed = link.addresses[i].owned != owned;
                 link.addresses[i].owned = owned;
+                // A DHCP renew moves the lifetime; kept current for the
+                // lease memory, and no reason to reconcile by itself.
+                link.addresses[i].valid_lft = address.valid_lft;
                 changed
             }
             (None, false) => {
@@ -549,6 +552,7 @@ impl<K: Kernel> Kernel for Viewed<K> {
             address: LinkAddress {
                 addr: address.address,
                 owned: true,
+                valid_lft: None,
             },
             removed: false,
         });
@@ -563,6 +567,7 @@ impl<K: Kernel> Kernel for Viewed<K> {
                 address: LinkAddress {
                     addr: address,
                     owned: true,
+                    valid_lft: None,
                 },
                 removed: true,
             });
@@ -916,6 +921,7 @@ mod tests {
         renamed.addresses.push(LinkAddress {
             addr: "10.9.9.9/32".parse().unwrap(),
             owned: false,
+            valid_lft: None,
         });
         assert!(v.apply(&link_change(&renamed, false)));
         assert!(v.routes().iter().all(|r| r.route.dev == "ens6"));
@@ -925,6 +931,7 @@ mod tests {
             address: LinkAddress {
                 addr: "10.0.2.20/24".parse().unwrap(),
                 owned: false,
+                valid_lft: None,
             },
             removed: false,
         };
@@ -960,6 +967,7 @@ mod tests {
             address: LinkAddress {
                 addr: "10.0.2.20/24".parse().unwrap(),
                 owned: false,
+                valid_lft: None,
             },
             removed,
         };
@@ -981,6 +989,7 @@ mod tests {
             address: LinkAddress {
                 addr: "10.0.2.21/32".parse().unwrap(),
                 owned,
+                valid_lft: None,
             },
             removed,
         };
@@ -996,7 +1005,8 @@ mod tests {
             index: 9,
             address: LinkAddress {
                 addr: "10.0.9.9/24".parse().unwrap(),
-                owned: false
+                owned: false,
+                valid_lft: None,
             },
             removed: false
         }));
