@@ -495,7 +495,7 @@ impl Machine {
         // The same failure on every retry is logged once.
         if o.applied.errors != self.last_errors {
             for e in &o.applied.errors {
-                log(out, Level::ERROR, e.clone());
+                log_eni(out, Level::ERROR, e.clone(), error_fields(&o.plan, e));
             }
             self.last_errors = o.applied.errors.clone();
         }
@@ -699,6 +699,25 @@ fn eni_fields(plan: &Plan, dev: Option<&str>, table: Option<u32>) -> LogFields {
     }
 }
 
+/// A failed change's ENI: the reconciler puts `ENI <id> (<dev>): ` in
+/// front of it (the id, or the MAC where metadata has none).
+fn error_fields(plan: &Plan, error: &str) -> LogFields {
+    let Some(rest) = error.strip_prefix("ENI ") else {
+        return LogFields::default();
+    };
+    let named = |id: &str| {
+        rest.strip_prefix(id)
+            .is_some_and(|r| r.starts_with(' ') || r.starts_with(':'))
+    };
+    match plan.enis.iter().find(|e| match &e.interface_id {
+        Some(id) => named(id),
+        None => named(&e.mac.to_string()),
+    }) {
+        Some(e) => eni_fields(plan, e.dev.as_deref(), e.table),
+        None => LogFields::default(),
+    }
+}
+
 fn op_fields(plan: &Plan, op: &Op) -> LogFields {
     let (dev, table) = op.subject();
     LogFields {
@@ -795,6 +814,106 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    fn fields(c: &[Command]) -> Vec<(&str, &LogFields)> {
+        c.iter()
+            .filter_map(|c| match c {
+                Command::Log(_, s, f) => Some((s.as_str(), f)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn changes_warnings_and_failures_name_their_eni_for_the_journal() {
+        let t0 = Instant::now();
+        let mut m = Machine::new(t0, endpoint(), POLL, middle);
+        let instance = fixture("management-network");
+        let links = [
+            crate::values::Link {
+                index: 2,
+                name: "eth0".into(),
+                mac: Some("0a:00:00:00:00:01".parse().unwrap()),
+                up: true,
+                group: 0,
+                mtu: 1500,
+                addresses: vec![],
+            },
+            crate::values::Link {
+                index: 3,
+                name: "eth1".into(),
+                mac: Some("0a:00:00:00:00:02".parse().unwrap()),
+                up: true,
+                group: 0,
+                mtu: 1500,
+                addresses: vec![],
+            },
+        ];
+        let mut o = outcome(&[], &[], &[]);
+        o.plan = crate::plan::plan(&instance, &links, &crate::config::Config::default());
+        let eth1 = o
+            .plan
+            .enis
+            .iter()
+            .find(|e| e.dev.as_deref() == Some("eth1"))
+            .unwrap()
+            .clone();
+        let rule = o
+            .plan
+            .rules
+            .iter()
+            .find(|r| Some(r.table) == eth1.table)
+            .unwrap()
+            .clone();
+        let address = o
+            .plan
+            .addresses
+            .iter()
+            .find(|a| a.dev == "eth1")
+            .unwrap()
+            .clone();
+        o.applied.ops = vec![Op::AddRule(rule.clone()), Op::AddAddress(address.clone())];
+        let id = eth1.interface_id.clone().unwrap();
+        o.applied.errors = vec![
+            format!("ENI {id} (eth1): RTM_NEWROUTE for route …: Operation not permitted"),
+            "RTM_NEWRULE for rule …: Operation not permitted".into(),
+        ];
+        let c = reconciled(&mut m, t0, &o);
+        let f = fields(&c);
+        let want = LogFields {
+            eni_id: Some(id.clone()),
+            mac: Some(eth1.mac.to_string()),
+            link: Some("eth1".into()),
+            table: eth1.table,
+            operation: None,
+        };
+        let of = |line: &str| {
+            f.iter()
+                .find(|(s, _)| *s == line)
+                .map(|(_, f)| (*f).clone())
+                .unwrap_or_else(|| panic!("no log {line}: {f:?}"))
+        };
+        assert_eq!(
+            of(&Op::AddRule(rule).to_string()),
+            LogFields {
+                operation: Some("add-rule".into()),
+                ..want.clone()
+            }
+        );
+        assert_eq!(
+            of(&Op::AddAddress(address).to_string()),
+            LogFields {
+                operation: Some("add-address".into()),
+                ..want.clone()
+            }
+        );
+        assert_eq!(of(&o.applied.errors[0]), want);
+        assert_eq!(of(&o.applied.errors[1]), LogFields::default());
+        assert_eq!(
+            of("reconciled: 2 changes, 0 writes in 2ms"),
+            LogFields::default()
+        );
     }
 
     fn link(index: u32, mac: &str, added: bool, removed: bool) -> Event {
