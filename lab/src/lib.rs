@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod churn;
 pub mod dhcp;
+pub mod ec2_api;
 pub mod ec2_net_utils;
 pub mod guest;
 pub mod imds_tree;

@@ -348,6 +348,18 @@ impl Vpc {
         Ok(())
     }
 
+    /// Routes an address no ENI held before to `eni` (EC2 assigned a new
+    /// secondary address).
+    pub fn assign_address(&self, eni: &Eni, addr: Ipv4Addr) -> io::Result<()> {
+        let mut state = self.lock();
+        self.record(&mut state, eni)?;
+        self.router
+            .ip(["route", "replace", &format!("{addr}/32"), "dev", &eni.port])?;
+        self.map_address(addr, eni.mac, &eni.port)?;
+        state.enis[eni.id].addresses.push(addr);
+        Ok(())
+    }
+
     /// Detaches an ENI: its link disappears from the instance and the router
     /// forgets its addresses.
     pub fn detach_eni(&self, eni: &Eni) -> io::Result<()> {

@@ -22,6 +22,7 @@ pub mod daemon;
 pub mod plan;
 pub mod refresh;
 pub mod status;
+pub mod takeover;
 pub mod trace;
 
 #[derive(Debug, Parser)]
@@ -60,6 +61,8 @@ pub enum Command {
     Daemon,
     /// Ask the running daemon to re-read metadata now (for failover scripts)
     Refresh,
+    /// Move a secondary IP or an ENI to this instance through the EC2 API and route it here at once
+    Takeover(takeover::Args),
     /// Validate the configuration file
     CheckConfig,
     /// Configuration helpers
@@ -152,6 +155,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Cleanup => cleanup::run(&cli),
         Command::Daemon => daemon::run(&cli),
         Command::Refresh => refresh::run(&cli),
+        Command::Takeover(args) => takeover::run(&cli, args),
         Command::CheckConfig => check_config::run(&cli),
         Command::Config(ConfigCommand::Show) => config_show::run(&cli),
     }

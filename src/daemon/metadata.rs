@@ -34,6 +34,8 @@ pub(super) async fn metadata_task(
     results: mpsc::UnboundedSender<FetchResult>,
 ) {
     let mut cache = MetadataCache::new();
+    // What `eniroute takeover` learnt from EC2 before metadata shows it.
+    let mut claims = crate::claim::Pending::new(crate::state::run_dir().ok());
     while let Some(req) = requests.recv().await {
         if let Some(c) = req.client {
             client = c;
@@ -45,7 +47,10 @@ pub(super) async fn metadata_task(
         for mac in req.forget {
             cache.invalidate(mac);
         }
-        let result = cache.refresh(&client, req.static_max_age).await;
+        let result = cache
+            .refresh(&client, req.static_max_age)
+            .await
+            .map(|instance| claims.apply(instance));
         if results.send(result).is_err() {
             return;
         }

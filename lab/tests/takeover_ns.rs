@@ -1,0 +1,346 @@
+//! `eniroute takeover` against an EC2 API emulator (moto, behind the lab's
+//! front): a secondary IP and a whole ENI move from a primary to a standby
+//! instance through the API, the standby routes them from the API's answer
+//! before metadata shows them, and a real TCP client reaches the standby.
+//! Faults (credentials, API errors, throttling, a takeover interrupted half
+//! way) give their exit codes and messages and leave routing alone.
+//!
+//! Needs root (namespaces) and moto_server; each says why it skipped.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::process::Output;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{need_root, text};
+use eniroute_lab::agent::{self as lab_agent, Daemon};
+use eniroute_lab::ec2_api::{self, ApiFault, CredentialsState, Ec2Lab, Host};
+use eniroute_lab::{Client, Instance};
+
+fn need_moto(test: &str) -> bool {
+    if ec2_api::moto_server().is_some() {
+        return true;
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "skipped: {test}: {}",
+        ec2_api::MOTO_MISSING
+    );
+    false
+}
+
+/// A server on port 80 that answers every connection with its name, so the
+/// client can tell which instance answered.
+struct Named {
+    stop: Arc<AtomicBool>,
+    addr: SocketAddr,
+    ns: Instance,
+}
+
+fn named_server(ns: &Instance, name: &'static str) -> Named {
+    let listener = ns
+        .run_in(|| TcpListener::bind("0.0.0.0:80"))
+        .unwrap()
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let halt = Arc::clone(&stop);
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            if halt.load(Ordering::Acquire) {
+                return;
+            }
+            if let Ok(mut s) = s {
+                let _ = writeln!(s, "{name}");
+            }
+        }
+    });
+    Named {
+        stop,
+        addr,
+        ns: ns.clone(),
+    }
+}
+
+impl Drop for Named {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.addr.port()));
+        let _ = self.ns.run_in(move || {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+        });
+    }
+}
+
+/// Who answers at `ip:80` from the client, if anyone (within 300 ms).
+fn who(client: &Client, ip: &str) -> Option<String> {
+    let dst: SocketAddr = format!("{ip}:80").parse().unwrap();
+    client
+        .run_in(move || {
+            let mut s =
+                std::net::TcpStream::connect_timeout(&dst, Duration::from_millis(300)).ok()?;
+            s.set_read_timeout(Some(Duration::from_millis(300))).ok()?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).ok()?;
+            Some(out.trim().to_string())
+        })
+        .ok()
+        .flatten()
+}
+
+struct World {
+    client: Client,
+    primary: Host,
+    standby: Host,
+    lab: Ec2Lab,
+}
+
+/// Two instances in one zone: the primary holds 10.0.3.100 on its eth2 and
+/// the service ENI eth1 (10.0.2.50); the standby has eth0 and eth2.
+fn world() -> World {
+    let mut lab = Ec2Lab::start().expect("start the EC2 lab");
+    for cidr in ["10.0.1.0/24", "10.0.2.0/24", "10.0.3.0/24"] {
+        lab.subnet(cidr, "us-east-1a").unwrap();
+    }
+    lab.subnet("10.0.9.0/24", "us-east-1b").unwrap();
+    let primary = lab
+        .instance(
+            "i1",
+            &[
+                ("eth0", "10.0.1.0/24", &["10.0.1.10"]),
+                ("eth1", "10.0.2.0/24", &["10.0.2.50"]),
+                ("eth2", "10.0.3.0/24", &["10.0.3.10", "10.0.3.100"]),
+            ],
+        )
+        .unwrap();
+    let standby = lab
+        .instance(
+            "i2",
+            &[
+                ("eth0", "10.0.1.0/24", &["10.0.1.20"]),
+                ("eth2", "10.0.3.0/24", &["10.0.3.20"]),
+            ],
+        )
+        .unwrap();
+    let client = lab
+        .vpc
+        .client("client", "198.51.100.10/24".parse().unwrap())
+        .unwrap();
+    World {
+        client,
+        primary,
+        standby,
+        lab,
+    }
+}
+
+fn eniroute(host: &Host, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = host.ns.command(common::bin());
+    cmd.arg("--imds-endpoint").arg(&host.endpoint).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(std::process::Stdio::null()).output().unwrap()
+}
+
+fn takeover(w: &World, args: &[&str]) -> Output {
+    let mut all = vec!["takeover", "--ec2-endpoint", w.lab.endpoint.as_str()];
+    all.extend_from_slice(args);
+    eniroute(&w.standby, &all, &[])
+}
+
+fn lists(host: &Host, mac_path_value: &str) -> bool {
+    host.sim.tree().to_string().contains(mac_path_value)
+}
+
+#[test]
+fn ip_takeover_routes_the_address_before_metadata_shows_it() {
+    if !need_root("ip_takeover_routes_the_address_before_metadata_shows_it")
+        || !need_moto("ip_takeover_routes_the_address_before_metadata_shows_it")
+    {
+        return;
+    }
+    let w = world();
+    common::apply(&w.primary.ns, &w.primary.endpoint);
+    common::apply(&w.standby.ns, &w.standby.endpoint);
+    let _p = named_server(&w.primary.ns, "primary");
+    let _s = named_server(&w.standby.ns, "standby");
+    assert_eq!(who(&w.client, "10.0.3.100").as_deref(), Some("primary"));
+    let daemon = Daemon::start(common::bin(), &w.standby.ns, &w.standby.endpoint, None).unwrap();
+    let standby_eth2 = w.standby.eni_id("eth2").unwrap().to_string();
+    lab_agent::wait_for(Duration::from_secs(5), || {
+        w.standby
+            .ns
+            .ip(["rule"])
+            .unwrap_or_default()
+            .contains("10.0.3.20")
+    })
+    .expect("standby daemon configured");
+
+    let started = Instant::now();
+    let o = takeover(&w, &["--ip", "10.0.3.100"]);
+    let took = started.elapsed();
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains(&format!("EC2 assigned 10.0.3.100 to {standby_eth2}")),
+        "{out}"
+    );
+    assert!(out.contains("told the eniroute daemon"), "{out}");
+    assert!(out.contains("is routed here"), "{out}");
+    // Routed from EC2's answer: metadata (1 s behind) does not show it yet.
+    assert!(
+        !lists(&w.standby, "10.0.3.100"),
+        "metadata already showed the address after {took:?}; the test proves nothing"
+    );
+    assert_eq!(who(&w.client, "10.0.3.100").as_deref(), Some("standby"));
+    assert_eq!(
+        common::dev_for(&w.standby.ns, "198.51.100.10", Some("10.0.3.100")),
+        "eth2"
+    );
+    // EC2 moved it: the emulator has it on the standby's ENI only.
+    let eni = w.lab.describe(&standby_eth2).unwrap();
+    assert!(eni.ipv4s.contains(&"10.0.3.100".parse().unwrap()));
+    let old = w.lab.describe(w.primary.eni_id("eth2").unwrap()).unwrap();
+    assert!(
+        !old.ipv4s.contains(&"10.0.3.100".parse().unwrap()),
+        "{old:?}"
+    );
+    // Metadata confirms it later, and the old holder's metadata drops it.
+    lab_agent::wait_for(Duration::from_secs(5), || lists(&w.standby, "10.0.3.100"))
+        .expect("standby metadata shows the address");
+    assert!(!lists(&w.primary, "10.0.3.100"));
+    assert_eq!(who(&w.client, "10.0.3.100").as_deref(), Some("standby"));
+    drop(daemon);
+}
+
+fn code(o: &Output) -> Option<i32> {
+    o.status.code()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn ip_takeover_faults_exit_with_their_codes_and_change_nothing() {
+    if !need_root("ip_takeover_faults_exit_with_their_codes_and_change_nothing")
+        || !need_moto("ip_takeover_faults_exit_with_their_codes_and_change_nothing")
+    {
+        return;
+    }
+    let w = world();
+    common::apply(&w.primary.ns, &w.primary.endpoint);
+    common::apply(&w.standby.ns, &w.standby.endpoint);
+    let _p = named_server(&w.primary.ns, "primary");
+    let _s = named_server(&w.standby.ns, "standby");
+    let before = common::dumps(&w.standby.ns);
+    let eth2 = w.standby.eni_id("eth2").unwrap().to_string();
+    let unchanged = |case: &str, o: &Output| {
+        assert_eq!(common::dumps(&w.standby.ns), before, "{case}: {}", text(o));
+        assert_eq!(
+            who(&w.client, "10.0.3.100").as_deref(),
+            Some("primary"),
+            "{case}"
+        );
+        let e = stderr(o);
+        assert!(e.contains("nothing was changed"), "{case}: {e}");
+        for secret in ["lab-role-secret", "lab-role-session-token"] {
+            assert!(!e.contains(secret) && !String::from_utf8_lossy(&o.stdout).contains(secret));
+        }
+    };
+
+    // Bad input: exit 2 before any API call.
+    let o = takeover(&w, &["--ip", "10.0.9.5"]);
+    assert_eq!(code(&o), Some(2), "{}", text(&o));
+    assert!(stderr(&o).contains("10.0.9.5 is in none of this instance's subnets"), "{}", text(&o));
+    unchanged("address in no subnet", &o);
+    let o = takeover(&w, &["--ip", "10.0.1.77", "--eni", &eth2]);
+    assert_eq!(code(&o), Some(2), "{}", text(&o));
+    assert!(stderr(&o).contains("is not in the subnet of ENI"), "{}", text(&o));
+    unchanged("address outside the named ENI's subnet", &o);
+
+    // The credentials endpoint fails, or serves expired credentials: exit 5.
+    w.standby.sim.set_fault(
+        Some("iam/security-credentials/"),
+        Some(eniroute_lab::sim::Fault::Status(500)),
+    );
+    let o = takeover(&w, &["--ip", "10.0.3.100"]);
+    w.standby.sim.set_fault(Some("iam/security-credentials/"), None);
+    assert_eq!(code(&o), Some(5), "{}", text(&o));
+    assert!(stderr(&o).contains("iam/security-credentials"), "{}", text(&o));
+    unchanged("credentials endpoint failing", &o);
+    w.lab
+        .set_credentials(&w.standby, CredentialsState::Expired)
+        .unwrap();
+    let o = takeover(&w, &["--ip", "10.0.3.100"]);
+    w.lab
+        .set_credentials(&w.standby, CredentialsState::Valid)
+        .unwrap();
+    assert_eq!(code(&o), Some(5), "{}", text(&o));
+    assert!(stderr(&o).contains("expired at"), "{}", text(&o));
+    unchanged("expired credentials", &o);
+
+    // EC2 refuses: permission (6), throttling through every retry (8), the
+    // address held elsewhere when reassignment is not allowed (7).
+    let assign = Some("AssignPrivateIpAddresses");
+    w.lab.inject(
+        assign,
+        ApiFault::error(
+            403,
+            "UnauthorizedOperation",
+            "You are not authorized to perform this operation.",
+        ),
+        Some(1),
+    );
+    let o = takeover(&w, &["--ip", "10.0.3.100"]);
+    assert_eq!(code(&o), Some(6), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("may not call ec2:AssignPrivateIpAddresses"),
+        "{}",
+        text(&o)
+    );
+    unchanged("permission denied", &o);
+    w.lab.inject(
+        assign,
+        ApiFault::error(503, "RequestLimitExceeded", "Request limit exceeded."),
+        None,
+    );
+    let o = takeover(&w, &["--ip", "10.0.3.100"]);
+    w.lab.clear_faults();
+    assert_eq!(code(&o), Some(8), "{}", text(&o));
+    assert!(stderr(&o).contains("throttled"), "{}", text(&o));
+    assert!(stderr(&o).contains("after 5 attempts"), "{}", text(&o));
+    unchanged("throttled", &o);
+    let o = takeover(&w, &["--ip", "10.0.3.100", "--no-reassign"]);
+    assert_eq!(code(&o), Some(7), "{}", text(&o));
+    assert!(stderr(&o).contains("PrivateIpAddressInUse"), "{}", text(&o));
+    unchanged("in use without reassignment", &o);
+
+    // Two server errors are retried; then it goes through. No daemon runs
+    // on the standby: the command routes the address itself.
+    w.lab.inject(
+        assign,
+        ApiFault::error(500, "InternalError", "An internal error has occurred"),
+        Some(2),
+    );
+    let o = takeover(&w, &["--ip", "10.0.3.100"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("routed it directly"), "{out}");
+    assert_eq!(who(&w.client, "10.0.3.100").as_deref(), Some("standby"));
+    // Everything else in the standby is as it was: only the address and its
+    // rule were added.
+    let after = common::dumps(&w.standby.ns);
+    let added: Vec<&str> = after.lines().filter(|l| !before.contains(l)).collect();
+    assert!(
+        added.iter().all(|l| l.contains("10.0.3.100")),
+        "unexpected changes: {added:#?}"
+    );
+    let removed: Vec<&str> = before.lines().filter(|l| !after.contains(l)).collect();
+    assert!(removed.is_empty(), "removed: {removed:#?}");
+}
