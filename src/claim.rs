@@ -133,6 +133,7 @@ pub fn merge(
         primary_mac,
         mut enis,
         confirmed_bare,
+        confirmed_bare_v6,
     } = instance;
     for claim in live {
         match &claim.what {
@@ -178,6 +179,7 @@ pub fn merge(
     }
     let mut merged = Instance::new(primary_mac, enis);
     merged.confirmed_bare = confirmed_bare;
+    merged.confirmed_bare_v6 = confirmed_bare_v6;
     merged
 }
 

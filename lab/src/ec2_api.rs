@@ -716,7 +716,8 @@ impl Shared {
                 else {
                     return Ok(None);
                 };
-                let found = rt.block_on(api.describe_network_interfaces(std::slice::from_ref(eni_id)))?;
+                let found =
+                    rt.block_on(api.describe_network_interfaces(std::slice::from_ref(eni_id)))?;
                 let Some(eni) = found.first() else {
                     return Ok(None);
                 };

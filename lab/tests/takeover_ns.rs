@@ -257,11 +257,19 @@ fn ip_takeover_faults_exit_with_their_codes_and_change_nothing() {
     // Bad input: exit 2 before any API call.
     let o = takeover(&w, &["--ip", "10.0.9.5"]);
     assert_eq!(code(&o), Some(2), "{}", text(&o));
-    assert!(stderr(&o).contains("10.0.9.5 is in none of this instance's subnets"), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("10.0.9.5 is in none of this instance's subnets"),
+        "{}",
+        text(&o)
+    );
     unchanged("address in no subnet", &o);
     let o = takeover(&w, &["--ip", "10.0.1.77", "--eni", &eth2]);
     assert_eq!(code(&o), Some(2), "{}", text(&o));
-    assert!(stderr(&o).contains("is not in the subnet of ENI"), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("is not in the subnet of ENI"),
+        "{}",
+        text(&o)
+    );
     unchanged("address outside the named ENI's subnet", &o);
 
     // The credentials endpoint fails, or serves expired credentials: exit 5.
@@ -270,9 +278,15 @@ fn ip_takeover_faults_exit_with_their_codes_and_change_nothing() {
         Some(eniroute_lab::sim::Fault::Status(500)),
     );
     let o = takeover(&w, &["--ip", "10.0.3.100"]);
-    w.standby.sim.set_fault(Some("iam/security-credentials/"), None);
+    w.standby
+        .sim
+        .set_fault(Some("iam/security-credentials/"), None);
     assert_eq!(code(&o), Some(5), "{}", text(&o));
-    assert!(stderr(&o).contains("iam/security-credentials"), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("iam/security-credentials"),
+        "{}",
+        text(&o)
+    );
     unchanged("credentials endpoint failing", &o);
     w.lab
         .set_credentials(&w.standby, CredentialsState::Expired)
