@@ -274,6 +274,9 @@ fn client(url: &str) -> io::Result<Ec2Client> {
     let mut opts = Ec2Options::new(REGION);
     opts.endpoint = Some(url.to_string());
     opts.max_attempts = 1;
+    // moto loads its EC2 backend on the first request, which takes seconds
+    // on a busy machine.
+    opts.request_timeout = Duration::from_secs(90);
     Ec2Client::new(opts, lab_credentials()).map_err(other)
 }
 

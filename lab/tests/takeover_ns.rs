@@ -92,16 +92,25 @@ fn who(client: &Client, ip: &str) -> Option<String> {
         .flatten()
 }
 
+/// One EC2 lab at a time: each runs a moto server, and several starting
+/// at once on two cores make each one's first answers take many seconds.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct World {
     client: Client,
     primary: Host,
     standby: Host,
     lab: Ec2Lab,
+    // Last: released once the lab above is gone.
+    _serial: std::sync::MutexGuard<'static, ()>,
 }
 
 /// Two instances in one zone: the primary holds 10.0.3.100 on its eth2 and
 /// the service ENI eth1 (10.0.2.50); the standby has eth0 and eth2.
 fn world() -> World {
+    let serial = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut lab = Ec2Lab::start().expect("start the EC2 lab");
     for cidr in ["10.0.1.0/24", "10.0.2.0/24", "10.0.3.0/24"] {
         lab.subnet(cidr, "us-east-1a").unwrap();
@@ -131,6 +140,7 @@ fn world() -> World {
         .client("client", "198.51.100.10/24".parse().unwrap())
         .unwrap();
     World {
+        _serial: serial,
         client,
         primary,
         standby,
@@ -357,4 +367,134 @@ fn ip_takeover_faults_exit_with_their_codes_and_change_nothing() {
     );
     let removed: Vec<&str> = before.lines().filter(|l| !after.contains(l)).collect();
     assert!(removed.is_empty(), "removed: {removed:#?}");
+}
+
+#[test]
+fn eni_takeover_moves_the_eni_and_routes_it_before_metadata_shows_it() {
+    if !need_root("eni_takeover_moves_the_eni_and_routes_it_before_metadata_shows_it")
+        || !need_moto("eni_takeover_moves_the_eni_and_routes_it_before_metadata_shows_it")
+    {
+        return;
+    }
+    let w = world();
+    common::apply(&w.primary.ns, &w.primary.endpoint);
+    common::apply(&w.standby.ns, &w.standby.endpoint);
+    let _p = named_server(&w.primary.ns, "primary");
+    let _s = named_server(&w.standby.ns, "standby");
+    assert_eq!(who(&w.client, "10.0.2.50").as_deref(), Some("primary"));
+    let daemon = Daemon::start(common::bin(), &w.standby.ns, &w.standby.endpoint, None).unwrap();
+    lab_agent::wait_for(Duration::from_secs(5), || {
+        w.standby
+            .ns
+            .ip(["rule"])
+            .unwrap_or_default()
+            .contains("10.0.3.20")
+    })
+    .expect("standby daemon configured");
+    let eni = w.primary.eni_id("eth1").unwrap().to_string();
+
+    let o = takeover(&w, &["--eni", &eni]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains(&format!(
+            "EC2 detached {eni} from {}",
+            w.primary.instance_id
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("EC2 attached {eni} to {}", w.standby.instance_id)),
+        "{out}"
+    );
+    assert!(out.contains("is routed here"), "{out}");
+    assert!(
+        !lists(&w.standby, &eni),
+        "metadata already showed the ENI; the test proves nothing"
+    );
+    assert_eq!(who(&w.client, "10.0.2.50").as_deref(), Some("standby"));
+    assert_eq!(
+        common::dev_for(&w.standby.ns, "198.51.100.10", Some("10.0.2.50")),
+        "eth1"
+    );
+    let moved = w.lab.describe(&eni).unwrap();
+    assert_eq!(
+        moved.attachment.and_then(|a| a.instance_id).as_deref(),
+        Some(w.standby.instance_id.as_str())
+    );
+    lab_agent::wait_for(Duration::from_secs(5), || lists(&w.standby, &eni))
+        .expect("standby metadata shows the ENI");
+    assert!(!lists(&w.primary, &eni));
+    assert_eq!(who(&w.client, "10.0.2.50").as_deref(), Some("standby"));
+    drop(daemon);
+}
+
+#[test]
+fn eni_takeover_faults_half_way_and_other_zone() {
+    if !need_root("eni_takeover_faults_half_way_and_other_zone")
+        || !need_moto("eni_takeover_faults_half_way_and_other_zone")
+    {
+        return;
+    }
+    let w = world();
+    common::apply(&w.primary.ns, &w.primary.endpoint);
+    common::apply(&w.standby.ns, &w.standby.endpoint);
+    let _s = named_server(&w.standby.ns, "standby");
+    let before = common::dumps(&w.standby.ns);
+    let eni = w.primary.eni_id("eth1").unwrap().to_string();
+
+    // An ENI in another zone: refused before anything is detached.
+    let far = w
+        .lab
+        .create_eni("eth5", "10.0.9.0/24", &["10.0.9.10"])
+        .unwrap();
+    let o = takeover(&w, &["--eni", &far]);
+    assert_eq!(code(&o), Some(2), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("availability zone us-east-1b"),
+        "{}",
+        text(&o)
+    );
+    assert!(!w.lab.calls().iter().any(|c| c == "DetachNetworkInterface"));
+    // No such ENI.
+    let o = takeover(&w, &["--eni", "eni-0000000000000dead"]);
+    assert_ne!(code(&o), Some(0), "{}", text(&o));
+    assert_eq!(common::dumps(&w.standby.ns), before);
+
+    // Detached, then the attach fails for good: exit 9, said plainly, and
+    // the standby's routing is untouched.
+    w.lab.inject(
+        Some("AttachNetworkInterface"),
+        ApiFault::error(500, "InternalError", "An internal error has occurred"),
+        None,
+    );
+    let o = takeover(&w, &["--eni", &eni]);
+    w.lab.clear_faults();
+    assert_eq!(code(&o), Some(9), "{}", text(&o));
+    assert!(stderr(&o).contains("attached nowhere"), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("run the same takeover again"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(common::dumps(&w.standby.ns), before);
+    let parked = w.lab.describe(&eni).unwrap();
+    assert!(
+        parked
+            .attachment
+            .as_ref()
+            .is_none_or(|a| a.status == "detached"),
+        "{parked:?}"
+    );
+    assert_eq!(who(&w.client, "10.0.2.50"), None);
+
+    // Running it again finishes the move (no daemon: the command routes it).
+    let o = takeover(&w, &["--eni", &eni]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("detached"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(who(&w.client, "10.0.2.50").as_deref(), Some("standby"));
 }
