@@ -504,6 +504,8 @@ mod tests {
     use crate::sysctl::{Sysctl, SysctlError};
     use crate::values::{KernelRoute, LinkAddress};
 
+    mod prop;
+
     /// An in-memory host: enough to test the diff's ordering, idempotence
     /// and ownership without root, and without reading this machine's udev
     /// database or sysctls.
