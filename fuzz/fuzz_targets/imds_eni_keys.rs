@@ -64,7 +64,11 @@ fuzz_target!(|data: &[u8]| {
         mtu: 9001,
         addresses: addr
             .and_then(|a| a.parse().ok())
-            .map(|addr| LinkAddress { addr, owned: false })
+            .map(|addr| LinkAddress {
+                addr,
+                owned: false,
+                valid_lft: Some(3600),
+            })
             .into_iter()
             .collect(),
     };

@@ -317,6 +317,51 @@ const CASES: &[Case] = &[
             c.end();
         },
     },
+    Case {
+        name: "f_foreign_route_churn",
+        fault: "500 routes added to a foreign table one by one, then deleted one by one",
+        recover: None,
+        run: |c| {
+            let mark = c.daemon.log().len();
+            let mut batch = String::new();
+            for verb in ["add", "del"] {
+                for i in 0..500u32 {
+                    batch += &format!(
+                        "route {verb} 192.168.{}.{}/32 dev eth0 table 500\n",
+                        i / 250,
+                        i % 250 + 1
+                    );
+                }
+            }
+            let mut ip = c
+                .ns()
+                .command("ip")
+                .args(["-batch", "-"])
+                .stdin(Stdio::piped())
+                .spawn()
+                .expect("ip -batch");
+            if let Some(mut stdin) = ip.stdin.take() {
+                use std::io::Write as _;
+                stdin.write_all(batch.as_bytes()).expect("write the batch");
+            }
+            assert!(ip.wait().is_ok_and(|s| s.success()), "ip -batch failed");
+            std::thread::sleep(Duration::from_millis(500));
+            c.poke_rule();
+            let log = c.daemon.log();
+            let during = log.get(mark..).unwrap_or_default();
+            // Changes outside its tables are no reason to read the whole
+            // kernel again, nor to reconcile: only the deleted rule is.
+            let reads = during.matches("re-read the kernel").count();
+            let reconciles = during.matches("reconcile done").count();
+            assert!(
+                reads == 0 && reconciles <= 3,
+                "{reads} full reads and {reconciles} reconciles for 1,000 foreign changes:\n{during}"
+            );
+            c.note(format!(
+                "{reconciles} reconciles and {reads} full reads for 1,000 foreign changes"
+            ));
+        },
+    },
     // The agent itself: killed, doubled, starved of its state directory.
     Case {
         name: "sigkill_mid_reconcile",

@@ -143,12 +143,15 @@ fn topology(rng: &mut Rng) -> Topology {
             addresses.push(LinkAddress {
                 addr: format!("{primary}/{prefix}").parse().unwrap(),
                 owned: false,
+                // A DHCP lease.
+                valid_lft: Some(3600),
             });
         }
         if !v6.is_empty() && rng.chance(30) {
             addresses.push(LinkAddress {
                 addr: format!("{}/128", v6[0]).parse().unwrap(),
                 owned: false,
+                valid_lft: Some(3600),
             });
         }
         links.push(Link {
@@ -173,6 +176,7 @@ fn topology(rng: &mut Rng) -> Topology {
             addresses: vec![LinkAddress {
                 addr: "172.17.0.1/16".parse().unwrap(),
                 owned: false,
+                valid_lft: None,
             }],
         });
     }
