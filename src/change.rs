@@ -159,6 +159,10 @@ pub struct Applied {
     pub writes: usize,
     /// Changes that failed for reasons other than a race; the rest went on.
     pub errors: Vec<String>,
+    /// The changes that failed (not those held back because their
+    /// replacement failed).
+    #[serde(skip)]
+    pub failed: Vec<Op>,
     /// Addresses added and removed, for the state file.
     #[serde(skip)]
     pub added_addresses: Vec<(u32, IpNet)>,
@@ -215,10 +219,9 @@ enum OpError {
 /// remaining changes still go in, so one bad object never stops the rest.
 pub async fn apply(kernel: &impl Kernel, ops: Vec<Op>) -> Applied {
     let mut out = Applied::default();
-    // Additions that failed: what they were to replace stays.
-    let mut failed: Vec<Op> = Vec::new();
     for op in ops {
-        if let Some(add) = failed.iter().find(|add| op.replaced_by(add)) {
+        // Additions that failed: what they were to replace stays.
+        if let Some(add) = out.failed.iter().find(|add| op.replaced_by(add)) {
             out.errors.push(format!(
                 "{op}: not done, kept in place: its replacement ({add}) failed"
             ));
@@ -301,9 +304,12 @@ pub async fn apply(kernel: &impl Kernel, ops: Vec<Op>) -> Applied {
             }
             Err(OpError::Netlink(e)) => {
                 out.errors.push(crate::error_chain(&e));
-                failed.push(op);
+                out.failed.push(op);
             }
-            Err(OpError::Sysctl(e)) => out.errors.push(crate::error_chain(&e)),
+            Err(OpError::Sysctl(e)) => {
+                out.errors.push(crate::error_chain(&e));
+                out.failed.push(op);
+            }
         }
     }
     out

@@ -33,6 +33,17 @@ pub struct Config {
     #[serde(rename = "eni")]
     pub enis: Vec<EniOverride>,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// The daemon's Prometheus metrics, written to a file for node_exporter's
+/// textfile collector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where to write them; unset: no metrics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub textfile: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -559,7 +570,14 @@ pub fn check(text: &str, path: &Path) -> Result<Config, Vec<ConfigError>> {
 }
 
 /// The top-level keys of the file.
-const SECTIONS: &[&str] = &["metadata", "numbering", "selection", "eni", "log"];
+const SECTIONS: &[&str] = &[
+    "metadata",
+    "numbering",
+    "selection",
+    "eni",
+    "log",
+    "metrics",
+];
 
 /// serde stops at the first error; deserialising each section on its own
 /// finds one error per section, so a file with a typo in `[metadata]` and one
@@ -587,6 +605,7 @@ fn section_errors(
         only!(selection: Selection),
         only!(eni: Vec<EniOverride>),
         only!(log: LogConfig),
+        only!(metrics: MetricsConfig),
     ]
     .into_iter()
     .flatten()

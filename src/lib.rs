@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod ec2;
 pub mod imds;
 pub mod logging;
+pub mod metrics;
 pub mod netlink;
 pub mod notify;
 pub mod plan;

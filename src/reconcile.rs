@@ -22,7 +22,7 @@ use crate::values::{Address, ForeignRule, KernelRule, Link, Route, Rule, Warning
 
 pub use crate::change::{apply, Applied, Op};
 use crate::snapshot::wanted_sysctls;
-pub use crate::snapshot::Current;
+pub use crate::snapshot::{Current, Owned};
 
 /// Parameters of ownership.
 #[derive(Debug, Clone, Copy)]
@@ -381,6 +381,9 @@ pub struct Outcome {
     /// See [`Assessment::udev_pending`].
     #[serde(skip)]
     pub udev_pending: Vec<u32>,
+    /// What the agent owns in the kernel afterwards.
+    #[serde(skip)]
+    pub owned: Owned,
 }
 
 impl Outcome {
@@ -463,6 +466,7 @@ pub async fn reconcile(
         out.udev_pending = a.udev_pending;
         out.plan = a.plan;
         if a.changes.is_empty() {
+            out.owned = current.owned_after(config.numbering.protocol, &[]);
             break;
         }
         let wanted = a.changes.len();
@@ -478,8 +482,10 @@ pub async fn reconcile(
         if let Err(e) = crate::altname::record(records.dir(), &current.names, &out.plan, &applied) {
             out.applied.errors.push(e.to_string());
         }
+        out.owned = current.owned_after(config.numbering.protocol, &applied.ops);
         out.applied.writes += applied.writes;
         out.applied.ops.extend(applied.ops);
+        out.applied.failed.extend(applied.failed);
         out.applied
             .errors
             .extend(applied.errors.into_iter().map(|e| with_eni(e, &out.plan)));

@@ -4,6 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use ipnet::IpNet;
+
+use crate::change::Op;
 use crate::netlink::{Kernel, LinkNames, NetlinkError};
 use crate::plan::Plan;
 use crate::state::AddressRecords;
@@ -124,6 +127,63 @@ impl Current {
     pub fn link(&self, index: u32) -> Option<&Link> {
         self.links.iter().find(|l| l.index == index)
     }
+
+    /// What the agent owns in the kernel once `ops`, carried out after this
+    /// snapshot was read, are in: counted from the snapshot rather than
+    /// from another full read, which the reconcile skips when every change
+    /// went in.
+    pub fn owned_after(&self, protocol: u8, ops: &[Op]) -> Owned {
+        let mut rules: BTreeSet<&Rule> = self.owned_rules(protocol).collect();
+        // A replace fills a slot, whoever held it before.
+        let mut routes: BTreeSet<(u32, IpNet)> =
+            self.owned_routes(protocol).map(Route::key).collect();
+        let mut addresses: BTreeSet<(u32, IpNet)> = self
+            .links
+            .iter()
+            .flat_map(|l| {
+                l.addresses
+                    .iter()
+                    .filter(|a| a.owned)
+                    .map(move |a| (l.index, a.addr))
+            })
+            .collect();
+        for op in ops {
+            match op {
+                Op::AddRule(r) => {
+                    rules.insert(r);
+                }
+                Op::DelRule(r) => {
+                    rules.remove(r);
+                }
+                Op::AddRoute(r) | Op::ReplaceRoute(r) => {
+                    routes.insert(r.key());
+                }
+                Op::DelRoute(r) => {
+                    routes.remove(&r.key());
+                }
+                Op::AddAddress(a) | Op::AdoptAddress(a) => {
+                    addresses.insert((a.index, a.address));
+                }
+                Op::DelAddress(a) => {
+                    addresses.remove(&(a.index, a.address));
+                }
+                _ => {}
+            }
+        }
+        Owned {
+            rules: rules.len(),
+            routes: routes.len(),
+            addresses: addresses.len(),
+        }
+    }
+}
+
+/// How many rules, routes and addresses of the agent's the kernel holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Owned {
+    pub rules: usize,
+    pub routes: usize,
+    pub addresses: usize,
 }
 
 /// The sysctls the plan sets on its links, with the values it wants.
@@ -144,4 +204,115 @@ pub fn wanted_sysctls(links: &[LinkSettings]) -> Vec<(Sysctl, String)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::values::{Address, Family, LinkAddress};
+
+    const PROTO: u8 = 233;
+
+    fn rule(from: &str, table: u32) -> Rule {
+        Rule {
+            family: Family::Ipv4,
+            priority: table,
+            from: Some(from.parse().unwrap()),
+            table,
+            suppress_ifgroup: None,
+        }
+    }
+
+    fn route(dst: &str, table: u32, gateway: &str) -> Route {
+        Route {
+            table,
+            dst: dst.parse().unwrap(),
+            gateway: Some(gateway.parse().unwrap()),
+            dev: "eth1".into(),
+            oif: 3,
+            src: None,
+        }
+    }
+
+    fn address(addr: &str) -> Address {
+        Address {
+            index: 3,
+            dev: "eth1".into(),
+            address: addr.parse().unwrap(),
+            noprefixroute: true,
+        }
+    }
+
+    #[test]
+    fn owned_counts_follow_the_changes_made_after_the_read() {
+        let current = Current {
+            links: vec![Link {
+                index: 3,
+                name: "eth1".into(),
+                mac: None,
+                up: true,
+                group: 10000,
+                mtu: 1500,
+                addresses: vec![
+                    // DHCP's, not ours.
+                    LinkAddress {
+                        addr: "10.0.2.20/24".parse().unwrap(),
+                        owned: false,
+                        valid_lft: Some(3600),
+                    },
+                    LinkAddress {
+                        addr: "10.0.2.21/32".parse().unwrap(),
+                        owned: true,
+                        valid_lft: None,
+                    },
+                ],
+            }],
+            rules: vec![
+                KernelRule {
+                    rule: rule("10.0.2.20/32", 10001),
+                    protocol: PROTO,
+                    has_other_selectors: false,
+                    not_lookup: false,
+                },
+                // networkd's.
+                KernelRule {
+                    rule: rule("10.0.2.21/32", 10001),
+                    protocol: 4,
+                    has_other_selectors: false,
+                    not_lookup: false,
+                },
+            ],
+            routes: vec![KernelRoute {
+                route: route("0.0.0.0/0", 10001, "10.0.2.1"),
+                protocol: 16,
+                metric: 512,
+            }],
+            ..Current::default()
+        };
+        assert_eq!(
+            current.owned_after(PROTO, &[]),
+            Owned {
+                rules: 1,
+                routes: 0,
+                addresses: 1
+            }
+        );
+        let ops = [
+            Op::AddRule(rule("10.0.2.21/32", 10001)),
+            // Fills the slot DHCP's default route held.
+            Op::ReplaceRoute(route("0.0.0.0/0", 10001, "10.0.2.1")),
+            Op::AddRoute(route("10.0.2.0/24", 10001, "10.0.2.1")),
+            Op::AdoptAddress(address("10.0.2.22/32")),
+            Op::DelAddress(address("10.0.2.21/32")),
+            Op::DelRule(rule("10.0.2.20/32", 10001)),
+        ];
+        assert_eq!(
+            current.owned_after(PROTO, &ops),
+            Owned {
+                rules: 1,
+                routes: 2,
+                addresses: 1
+            }
+        );
+    }
 }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use eniroute::config::{
     check, load, load_checked, parse, render_effective, restart_required, table_collisions, Config,
-    ConfigError, EniMatch, EniOverride, LogConfig, MetadataConfig, Numbering, Selection, UserRoute,
-    DEFAULT_PATH,
+    ConfigError, EniMatch, EniOverride, LogConfig, MetadataConfig, MetricsConfig, Numbering,
+    Selection, UserRoute, DEFAULT_PATH,
 };
 use eniroute::values::{Mac, RpFilter};
 
@@ -484,6 +484,71 @@ fn log_keys() {
 }
 
 #[test]
+fn metrics_keys() {
+    run_cases(&[
+        (
+            "[metrics]
+",
+            Good,
+        ),
+        (
+            "[metrics]
+textfile = \"/run/eniroute/eniroute.prom\"
+",
+            Good,
+        ),
+        (
+            "[metrics]
+textfile = \"/var/lib/prometheus/node-exporter/eniroute.prom\"
+",
+            Good,
+        ),
+        (
+            "[metrics]
+\ntextfile = \"eniroute.prom\"
+",
+            Bad(
+                3,
+                &[
+                    "metrics.textfile = \"eniroute.prom\"",
+                    "not an absolute path",
+                ],
+            ),
+        ),
+        (
+            "[metrics]
+textfile = \"/var/lib/prometheus/node-exporter/\"
+",
+            Bad(2, &["names a directory", "name the file"]),
+        ),
+        (
+            "[metrics]
+textfile = \"/run/eniroute/eniroute.txt\"
+",
+            Bad(2, &["does not end in .prom", "textfile collector"]),
+        ),
+        (
+            "[metrics]
+textfile = \"/run/eniroute/.prom\"
+",
+            Bad(2, &["does not end in .prom"]),
+        ),
+        (
+            "[metrics]
+textfile = 1
+",
+            Bad(2, &["metrics.textfile"]),
+        ),
+        (
+            "[metrics]
+listen = \"0.0.0.0:9100\"
+",
+            Bad(2, &["unknown field `listen`", "textfile"]),
+        ),
+    ]);
+}
+
+#[test]
 fn file_level_errors() {
     run_cases(&[
         ("", Good),
@@ -705,6 +770,9 @@ fn everything_set() -> Config {
         log: LogConfig {
             level: "debug".into(),
             format: "journal".into(),
+        },
+        metrics: MetricsConfig {
+            textfile: Some("/run/eniroute/eniroute.prom".into()),
         },
     }
 }

@@ -993,3 +993,31 @@ async fn when_neither_answers_the_error_names_both() {
         "{text}"
     );
 }
+
+/// What the daemon's metrics report: every HTTP request (token and
+/// retries included, as the simulator counts them), failed ones by class,
+/// a 404 as an answer; a client made later adds to the same counts.
+#[tokio::test]
+async fn request_counts_match_the_endpoint_and_class_failures() {
+    use eniroute::imds::client::RequestCounts;
+    let s = sim(two_enis());
+    let counts = RequestCounts::default();
+    let c = client(&s).with_counts(counts.clone());
+    assert!(c.get("mac").await.unwrap().is_some());
+    assert_eq!(c.get("no-such-key").await.unwrap(), None);
+    s.set_fault(Some("instance-id"), Some(Fault::Status(500)));
+    assert!(c.get("instance-id").await.is_err());
+    s.set_fault(Some("instance-id"), Some(Fault::Oversized));
+    assert!(c.get("instance-id").await.is_err());
+    s.set_fault(Some("instance-id"), None);
+    assert_eq!(counts.requests(), s.requests());
+    let errors: std::collections::BTreeMap<_, _> = counts.errors().into_iter().collect();
+    // Four attempts at a 500; one at a body too large (not worth a retry).
+    assert_eq!(errors["http_5xx"], 4, "{errors:?}");
+    assert_eq!(errors["http_4xx"], 0, "{errors:?}");
+    assert_eq!(errors["body"], 1, "{errors:?}");
+
+    let again = client(&s).with_counts(counts.clone());
+    assert!(again.get("mac").await.unwrap().is_some());
+    assert_eq!(counts.requests(), s.requests());
+}

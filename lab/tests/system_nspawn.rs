@@ -48,8 +48,7 @@ fn ec2_network() -> String {
 
 /// An administrator's edit of the packaged configuration: kept by every
 /// upgrade, and it makes the daemon notice a moved IP within a second.
-const ADMIN_EDIT: &str =
-    "\n# administrator: fast polling on this HA pair\n[metadata]\nvolatile_refresh_secs = 1\n";
+const ADMIN_EDIT: &str = "\n# administrator: fast polling on this HA pair, and metrics\n[metadata]\nvolatile_refresh_secs = 1\n[metrics]\ntextfile = \"/run/eniroute/eniroute.prom\"\n";
 
 /// Convergence is not timed here; it only must not hang.
 const CONVERGE: Duration = Duration::from_secs(30);
@@ -561,6 +560,16 @@ fn debian_guest_runs_the_package_under_systemd() {
     ));
     sys.sh("eniroute check-config && systemctl reload eniroute.service");
     sys.until_active("after reload");
+    // The metrics file where the unit's sandbox lets its dynamic user
+    // write, readable by node_exporter's user.
+    sys.until("metrics written under the unit", || {
+        sys.sh_any("cat /run/eniroute/eniroute.prom 2>/dev/null")
+            .contains("eniroute_enis{state=\"managed\"} 2")
+    });
+    let mode = sys.sh_any("stat -c %a /run/eniroute/eniroute.prom");
+    if mode.trim() != "644" {
+        sys.fail(&format!("the metrics file has mode {mode}, not 644"));
+    }
 
     // systemd-networkd restarts (and redoes DHCP): routing and the
     // secondary address stay.

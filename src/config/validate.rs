@@ -7,7 +7,9 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use super::spans::{display_path, Seg};
-use super::{is_glob, Config, EniMatch, LogConfig, MetadataConfig, Numbering, UserRoute};
+use super::{
+    is_glob, Config, EniMatch, LogConfig, MetadataConfig, MetricsConfig, Numbering, UserRoute,
+};
 use crate::imds::client::MAX_TOKEN_TTL_SECS;
 use crate::imds::endpoint;
 use crate::values::EniKey;
@@ -121,7 +123,30 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     }
     enis(&mut c, config);
     log(&mut c, &config.log);
+    metrics(&mut c, &config.metrics);
     c.problems
+}
+
+fn metrics(c: &mut Checker, m: &MetricsConfig) {
+    let Some(path) = &m.textfile else { return };
+    let text = path.display();
+    let file = path.file_name().map(|f| f.to_string_lossy());
+    let problem = if !path.is_absolute() {
+        "is not an absolute path; the daemon's working directory is /"
+    } else if path.as_os_str().to_string_lossy().ends_with('/') || file.is_none() {
+        "names a directory; name the file, e.g. /run/eniroute/eniroute.prom"
+    } else if !file
+        .as_deref()
+        .is_some_and(|f| f.len() > 5 && f.ends_with(".prom"))
+    {
+        "does not end in .prom, the only files node_exporter's textfile collector reads"
+    } else {
+        return;
+    };
+    c.report(
+        key("metrics", "textfile"),
+        format!("metrics.textfile = {text:?} {problem}"),
+    );
 }
 
 fn metadata(c: &mut Checker, m: &MetadataConfig) {

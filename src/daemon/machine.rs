@@ -128,6 +128,9 @@ pub(super) struct Machine {
     last_errors: Vec<String>,
     last_warnings: Vec<Warning>,
     last_status: String,
+    /// Links waiting for metadata after the last reconcile, as `STATUS=`
+    /// counts them.
+    waiting: usize,
 
     started: Instant,
     ready: bool,
@@ -166,6 +169,7 @@ impl Machine {
             last_errors: Vec::new(),
             last_warnings: Vec::new(),
             last_status: String::new(),
+            waiting: 0,
             started: now,
             ready: false,
             watchdog: None,
@@ -188,6 +192,11 @@ impl Machine {
     /// The metadata the next reconcile is made from.
     pub(super) fn instance(&self) -> Option<&Instance> {
         self.instance.as_ref()
+    }
+
+    /// Links waiting for metadata after the last reconcile.
+    pub(super) fn waiting(&self) -> usize {
+        self.waiting
     }
 
     /// The commands at start.
@@ -557,6 +566,7 @@ impl Machine {
                     || (!not_enis.contains(mac) && now.duration_since(retry.since()) <= LAG_GIVE_UP)
             })
             .count();
+        self.waiting = waiting;
         let mut status = format!("{managed} ENIs managed");
         if waiting > 0 {
             status += &format!(", {waiting} waiting for metadata");

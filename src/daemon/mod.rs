@@ -12,7 +12,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
@@ -20,16 +20,19 @@ use tokio::time::sleep_until;
 
 use crate::agent::{self, Namespace, SetupError};
 use crate::config::{self, Config};
-use crate::imds::client::ImdsClient;
+use crate::imds::client::{ImdsClient, RequestCounts};
+use crate::metrics::Metrics;
 use crate::netlink::view::{Concern, Viewed, SAFETY_RESYNC};
 use crate::netlink::{EventSource, Kernel, NetlinkError};
 use crate::notify::Notifier;
 
 mod machine;
 mod metadata;
+mod textfile;
 
 use machine::{Command, Input, Machine, Reload};
 use metadata::{metadata_task, FetchRequest, FetchResult};
+use textfile::Textfile;
 
 /// Why the daemon could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +100,8 @@ struct Daemon<K: Kernel> {
     /// changed on reload).
     next_client: Option<ImdsClient>,
     machine: Machine,
+    metrics: Metrics,
+    textfile: Textfile,
 }
 
 fn poll_interval(config: &Config) -> Duration {
@@ -111,7 +116,8 @@ impl<K: Kernel> Daemon<K> {
         kernel: Viewed<K>,
         ns: Namespace,
     ) -> Result<Daemon<K>, Error> {
-        let client = agent::metadata_client(&config)?;
+        let counts = RequestCounts::default();
+        let client = agent::metadata_client(&config)?.with_counts(counts.clone());
         let endpoint = client.endpoint_in_use();
         let (requests, request_rx) = mpsc::unbounded_channel();
         let (result_tx, results) = mpsc::unbounded_channel();
@@ -123,6 +129,7 @@ impl<K: Kernel> Daemon<K> {
             crate::backoff::random_unit,
         )
         .with_watchdog(Notifier::watchdog_interval());
+        let textfile = Textfile::new(config.metrics.textfile.clone());
         Ok(Daemon {
             config,
             config_path,
@@ -134,6 +141,8 @@ impl<K: Kernel> Daemon<K> {
             results,
             next_client: None,
             machine,
+            metrics: Metrics::new(counts),
+            textfile,
         })
     }
 
@@ -159,6 +168,7 @@ impl<K: Kernel> Daemon<K> {
         let mut resync_at = Instant::now() + SAFETY_RESYNC;
         loop {
             let wake = self.machine.next_wake();
+            let metrics_due = self.textfile.due(Instant::now());
             let commands = tokio::select! {
                 change = events.next() => match change {
                     Ok(change) => {
@@ -167,6 +177,7 @@ impl<K: Kernel> Daemon<K> {
                         let Some(ev) = self.kernel.observe(&change) else {
                             continue;
                         };
+                        self.metrics.event(Instant::now(), &ev);
                         self.machine.handle(Instant::now(), Input::Event(&ev))
                     }
                     Err(e) => {
@@ -198,8 +209,11 @@ impl<K: Kernel> Daemon<K> {
                     }
                 }
                 Some(result) = self.results.recv() => {
+                    self.metrics.metadata_read(result.is_ok());
+                    self.textfile.changed();
                     self.machine.handle(Instant::now(), Input::Metadata(result))
                 }
+                _ = sleep_until(metrics_due.unwrap_or(wake).into()), if metrics_due.is_some() => Vec::new(),
                 _ = sleep_until(wake.into()) => self.machine.handle(Instant::now(), Input::Timer),
                 _ = usr1.recv() => self.machine.handle(Instant::now(), Input::Refresh),
                 _ = hup.recv() => {
@@ -210,6 +224,8 @@ impl<K: Kernel> Daemon<K> {
                 _ = int.recv() => return self.stop("SIGINT").await,
             };
             self.perform(commands).await;
+            let metrics = &self.metrics;
+            self.textfile.flush(Instant::now(), || metrics.render());
         }
     }
 
@@ -243,6 +259,8 @@ impl<K: Kernel> Daemon<K> {
                 }
                 Command::Reconcile => {
                     if let Some(why) = crate::coexist::standing_by(&self.config) {
+                        self.metrics.standing_by();
+                        self.textfile.changed();
                         queue.extend(self.machine.handle(Instant::now(), Input::StandingBy(why)));
                         continue;
                     }
@@ -266,6 +284,10 @@ impl<K: Kernel> Daemon<K> {
                         took: t0.elapsed(),
                     };
                     queue.extend(self.machine.handle(Instant::now(), input));
+                    let (now, wall) = (Instant::now(), SystemTime::now());
+                    self.metrics
+                        .reconciled(now, wall, result.as_ref(), self.machine.waiting());
+                    self.textfile.changed();
                 }
                 Command::Notify(state) => self.notifier.send(&state),
                 Command::Log(level, message, fields) => {
@@ -307,6 +329,7 @@ impl<K: Kernel> Daemon<K> {
         if new.metadata != self.config.metadata {
             match agent::metadata_client(&new) {
                 Ok(c) => {
+                    let c = c.with_counts(self.metrics.requests());
                     changed.endpoint = Some(c.endpoint_in_use());
                     self.next_client = Some(c);
                 }
@@ -323,6 +346,7 @@ impl<K: Kernel> Daemon<K> {
             tracing::info!("reload: configuration unchanged");
         } else {
             tracing::info!("reload: configuration applied");
+            self.textfile.set_path(new.metrics.textfile.clone());
             self.config = new;
             changed.poll = Some(poll_interval(&self.config));
         }

@@ -15,7 +15,7 @@
 //!   call share one time budget, so a dead endpoint fails in a few seconds.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -139,6 +139,78 @@ impl ErrorKind {
             ErrorKind::Timeout | ErrorKind::Connect(_) | ErrorKind::Transport(_) => true,
             _ => false,
         }
+    }
+}
+
+impl ErrorKind {
+    /// The class of a failed request, as the daemon's metrics count it:
+    /// one of [`REQUEST_ERROR_KINDS`]. `None` for what is no request's
+    /// failure (options, endpoint, a token that was never asked for).
+    fn request_class(&self) -> Option<&'static str> {
+        Some(match self {
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Connect(_) => "connect",
+            ErrorKind::Transport(_) => "transport",
+            ErrorKind::Status(c) if (400..500).contains(c) => "http_4xx",
+            ErrorKind::Status(c) if (500..600).contains(c) => "http_5xx",
+            ErrorKind::Status(_) => "http_other",
+            ErrorKind::BodyTooLarge { .. } | ErrorKind::NotText => "body",
+            ErrorKind::Malformed(_) => "malformed",
+            ErrorKind::Config(_) | ErrorKind::Endpoint(_) | ErrorKind::Token { .. } => return None,
+        })
+    }
+}
+
+/// The classes of failed requests [`RequestCounts`] keeps apart.
+pub const REQUEST_ERROR_KINDS: &[&str] = &[
+    "timeout",
+    "connect",
+    "transport",
+    "http_4xx",
+    "http_5xx",
+    "http_other",
+    "body",
+    "malformed",
+];
+
+/// HTTP requests a client sent (every attempt, token requests included)
+/// and those that failed, by class; a 404 is an answer, not a failure. A
+/// handle: clones count together, so the client a reload makes adds to
+/// the counts of the one it replaces.
+#[derive(Debug, Clone, Default)]
+pub struct RequestCounts(Arc<Counts>);
+
+#[derive(Debug, Default)]
+struct Counts {
+    requests: AtomicU64,
+    errors: [AtomicU64; REQUEST_ERROR_KINDS.len()],
+}
+
+impl RequestCounts {
+    fn request(&self) {
+        self.0.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn failed(&self, kind: &ErrorKind) {
+        let i = kind
+            .request_class()
+            .and_then(|c| REQUEST_ERROR_KINDS.iter().position(|k| *k == c));
+        if let Some(counter) = i.and_then(|i| self.0.errors.get(i)) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.0.requests.load(Ordering::Relaxed)
+    }
+
+    /// Failed requests by class, in the order of [`REQUEST_ERROR_KINDS`].
+    pub fn errors(&self) -> Vec<(&'static str, u64)> {
+        REQUEST_ERROR_KINDS
+            .iter()
+            .zip(&self.0.errors)
+            .map(|(k, c)| (*k, c.load(Ordering::Relaxed)))
+            .collect()
     }
 }
 
@@ -303,6 +375,7 @@ pub struct ImdsClient {
     /// Held across the token PUT so that concurrent callers wait for one
     /// token instead of each fetching their own.
     token: Mutex<Option<Token>>,
+    counts: RequestCounts,
 }
 
 impl fmt::Debug for ImdsClient {
@@ -363,7 +436,15 @@ impl ImdsClient {
             },
             opts,
             token: Mutex::new(None),
+            counts: RequestCounts::default(),
         })
+    }
+
+    /// Counts this client's requests into `counts` (shared with whoever
+    /// reports them) from now on.
+    pub fn with_counts(mut self, counts: RequestCounts) -> ImdsClient {
+        self.counts = counts;
+        self
     }
 
     /// The endpoint requests go to now: the configured one, or the one that
@@ -474,10 +555,9 @@ impl ImdsClient {
         }
         let value = reply.body.trim().to_string();
         if value.is_empty() || value.contains(|c: char| c.is_control() || c == ' ') {
-            return Err(Failure {
-                kind: ErrorKind::Malformed("token is empty or not a header value".into()),
-                attempts: 1,
-            });
+            let kind = ErrorKind::Malformed("token is empty or not a header value".into());
+            self.counts.failed(&kind);
+            return Err(Failure { kind, attempts: 1 });
         }
         // IMDS echoes the lifetime it granted, which may be shorter than the
         // one asked for; plan renewal on the shorter of the two.
@@ -523,9 +603,13 @@ impl ImdsClient {
             let url = format!("{}/{path}", endpoints[at]);
             let remaining = deadline.saturating_duration_since(Instant::now());
             let limit = self.opts.request_timeout.min(remaining.max(MIN_ATTEMPT));
+            self.counts.request();
             let kind = match tokio::time::timeout(limit, self.attempt(&method, &url, token)).await {
                 Ok(Ok(reply)) => {
                     let kind = ErrorKind::Status(reply.status.as_u16());
+                    if !reply.status.is_success() && reply.status != StatusCode::NOT_FOUND {
+                        self.counts.failed(&kind);
+                    }
                     if !kind.retryable() {
                         return Ok(Reply {
                             attempts: attempt,
@@ -535,8 +619,14 @@ impl ImdsClient {
                     }
                     kind
                 }
-                Ok(Err(kind)) => kind,
-                Err(_) => ErrorKind::Timeout,
+                Ok(Err(kind)) => {
+                    self.counts.failed(&kind);
+                    kind
+                }
+                Err(_) => {
+                    self.counts.failed(&ErrorKind::Timeout);
+                    ErrorKind::Timeout
+                }
             };
             let tried = endpoints[at].as_str();
             let next = if search && kind.unreachable() {
