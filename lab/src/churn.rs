@@ -49,6 +49,9 @@ pub struct ForeignChurn {
     pub reconciles: usize,
     /// The daemon was still running at the end.
     pub survived: bool,
+    /// What the daemon logged about its first full read of the kernel
+    /// (what it kept, and how long it took), if it says.
+    pub first_read: Option<String>,
 }
 
 impl ForeignChurn {
@@ -74,7 +77,7 @@ impl ForeignChurn {
                 .unwrap_or_else(|| "-".into())
         };
         format!(
-            "{} foreign routes, {} changes in {:.1} s: daemon CPU {:.1}% of a core ({:.2} s), RSS {} KiB (peak {} KiB), rule repair median {} max {} over {} deletions, {} full kernel reads, {} reconciles",
+            "{} foreign routes, {} changes in {:.1} s: daemon CPU {:.1}% of a core ({:.2} s), RSS {} KiB (peak {} KiB), rule repair median {} max {} over {} deletions, {} full kernel reads, {} reconciles; first read: {}",
             self.foreign_routes,
             self.changes,
             self.wall.as_secs_f64(),
@@ -87,6 +90,7 @@ impl ForeignChurn {
             self.repairs.len(),
             self.full_reads,
             self.reconciles,
+            self.first_read.as_deref().unwrap_or("-"),
         )
     }
 }
@@ -155,6 +159,10 @@ pub fn measure_foreign_churn(bin: &Path, quick: bool) -> io::Result<ForeignChurn
         full_reads: during.matches("re-read the kernel").count(),
         reconciles: during.matches("reconcile done").count(),
         survived,
+        first_read: log
+            .lines()
+            .find_map(|l| l.split_once("re-read the kernel (start): "))
+            .map(|(_, what)| what.to_string()),
     })
 }
 

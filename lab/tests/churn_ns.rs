@@ -30,3 +30,17 @@ fn foreign_route_churn_costs_no_full_reads_and_rules_are_still_repaired() {
         m.repairs.len()
     );
 }
+
+/// The full measurement (100,000 foreign routes, 10 s of churn), for the
+/// figures only: `cargo test --release --test churn_ns -- --ignored
+/// --nocapture` (`ENIROUTE_BIN` names another agent to measure).
+#[test]
+#[ignore = "a measurement, not a test: about a minute"]
+fn foreign_route_churn_figures() {
+    if !need_root("foreign_route_churn_figures") {
+        return;
+    }
+    let m = measure_foreign_churn(bin(), false).expect("measure");
+    eprintln!("foreign churn: {}", m.summary());
+    assert!(m.survived, "the daemon died: {m:?}");
+}

@@ -286,7 +286,7 @@ const RTMSG_TYPE: usize = 7;
 /// concerned with, read from its header and its RTA_TABLE attribute alone
 /// (a table above 255 only fits there). Anything that cannot be read this
 /// way is left to the full parser.
-fn route_of_concern(payload: &[u8], concern: &Concern) -> bool {
+pub(crate) fn route_of_concern(payload: &[u8], concern: &Concern) -> bool {
     let (Some(header), Some(mut attrs)) = (payload.get(..RTMSG_LEN), payload.get(RTMSG_LEN..))
     else {
         return true;

@@ -12,6 +12,7 @@ pub mod altname;
 pub mod events;
 mod msg;
 mod request;
+mod route_dump;
 pub mod route_get;
 pub mod rt;
 pub mod view;

@@ -24,7 +24,7 @@ const NLMSGERR_ATTR_MSG: u16 = 1;
 const NLMSG_HDRLEN: usize = std::mem::size_of::<nlmsghdr>();
 /// A dump that the kernel marks inconsistent (the table changed while it
 /// was being dumped) is retried this many times in all.
-const DUMP_ATTEMPTS: usize = 3;
+pub(crate) const DUMP_ATTEMPTS: usize = 3;
 
 pub(crate) fn error(
     call: &'static str,

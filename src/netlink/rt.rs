@@ -14,7 +14,6 @@ use rtnetlink::Handle;
 
 use crate::netlink::altname;
 use crate::netlink::msg::{self, RouteOp};
-use crate::netlink::request::dump_filtered;
 use crate::netlink::request::{self, ack, dump};
 use crate::netlink::{Concern, EventSocket, Kernel, LinkChange, LinkNames, NetlinkError};
 use crate::sysctl::{Sysctl, SysctlError};
@@ -189,24 +188,7 @@ impl Kernel for RtNetlink {
     }
 
     async fn routes_of_concern(&self, concern: &Concern) -> Result<Vec<KernelRoute>, NetlinkError> {
-        // Table and protocol are looked at before anything else is parsed
-        // out of the message; the link names are the caller's to fill in.
-        let names = HashMap::new();
-        dump_filtered(
-            &self.handle,
-            "RTM_GETROUTE",
-            "routes",
-            RouteNetlinkMessage::GetRoute(RouteMessage::default()),
-            |m| match m {
-                RouteNetlinkMessage::NewRoute(r)
-                    if concern.route(msg::route_table(&r), u8::from(r.header.protocol)) =>
-                {
-                    msg::parse_route(&r, &names)
-                }
-                _ => None,
-            },
-        )
-        .await
+        crate::netlink::route_dump::routes_of_concern(concern).await
     }
 
     async fn add_address(&self, address: &Address) -> Result<(), NetlinkError> {

@@ -375,10 +375,14 @@ impl View {
             r.sort();
             r
         };
+        // Addresses in any order, and without the ownership mark: a write
+        // of ours stays marked in the view where a kernel without
+        // IFA_PROTO forgets it (the state file remembers it instead).
         let links = |v: &View| {
             let mut links = v.links();
             for l in &mut links {
                 l.addresses.sort_by_key(|a| a.addr);
+                l.addresses.iter_mut().for_each(|a| a.owned = false);
             }
             links
         };
