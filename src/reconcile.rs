@@ -1407,4 +1407,38 @@ mod tests {
         assert_eq!(reread.applied.ops, [Op::AddRule(ours.rule)]);
         assert!(!block_on(v.resync("test")).unwrap());
     }
+
+    #[test]
+    fn through_a_view_an_address_lifetime_counts_down_between_notifications() {
+        use crate::netlink::{Change, Concern, Viewed};
+        let k = kernel_with_links();
+        k.links.borrow_mut()[0].addresses[0].valid_lft = Some(3600);
+        let v = Viewed::new(
+            k,
+            Concern {
+                protocol: PROTO,
+                tables: 10000..16400,
+            },
+        );
+        let left = || {
+            block_on(v.links()).unwrap()[0].addresses[0]
+                .valid_lft
+                .unwrap()
+        };
+        assert!(left() <= 3600);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert!(left() < 3600, "a second passed");
+        // A renewal says how much is left now.
+        let renewed = Change::Address {
+            index: 2,
+            address: LinkAddress {
+                addr: "10.0.1.10/24".parse().unwrap(),
+                owned: false,
+                valid_lft: Some(7200),
+            },
+            removed: false,
+        };
+        assert_eq!(v.observe(&renewed), None, "no reason to reconcile");
+        assert!(left() > 3600);
+    }
 }

@@ -375,14 +375,19 @@ impl View {
             r.sort();
             r
         };
-        // Addresses in any order, and without the ownership mark: a write
+        // Addresses in any order, and without the ownership mark or the
+        // lifetime left: a write
         // of ours stays marked in the view where a kernel without
         // IFA_PROTO forgets it (the state file remembers it instead).
         let links = |v: &View| {
             let mut links = v.links();
             for l in &mut links {
                 l.addresses.sort_by_key(|a| a.addr);
-                l.addresses.iter_mut().for_each(|a| a.owned = false);
+                // Remaining lifetimes count down between notifications.
+                l.addresses.iter_mut().for_each(|a| {
+                    a.owned = false;
+                    a.valid_lft = a.valid_lft.map(|_| 0);
+                });
             }
             links
         };
@@ -404,6 +409,10 @@ pub struct Viewed<K> {
     /// The (table, destination) of every route the last plan wanted: a
     /// route of someone else's in the main table matters only there.
     planned: RefCell<BTreeSet<(u32, IpNet)>>,
+    /// When the kernel last told the lifetime left of each address that
+    /// has one: the kernel counts it down without a notification, so the
+    /// view's copy is aged by the time since when it is read.
+    told: RefCell<HashMap<(u32, IpNet), Instant>>,
 }
 
 impl<K: Kernel> Viewed<K> {
@@ -412,6 +421,7 @@ impl<K: Kernel> Viewed<K> {
             inner,
             view: RefCell::new(View::new(concern)),
             planned: RefCell::new(BTreeSet::new()),
+            told: RefCell::new(HashMap::new()),
         }
     }
 
@@ -427,6 +437,18 @@ impl<K: Kernel> Viewed<K> {
             let mut view = self.view.borrow_mut();
             (view.apply(change), view.concern.protocol)
         };
+        if let Change::Address {
+            index,
+            address,
+            removed: false,
+        } = change
+        {
+            if address.valid_lft.is_some() {
+                self.told
+                    .borrow_mut()
+                    .insert((*index, address.addr), Instant::now());
+            }
+        }
         match change {
             Change::Link { .. } | Change::Overrun => Some(change.event()),
             Change::Route { route, .. }
@@ -476,6 +498,13 @@ impl<K: Kernel> Viewed<K> {
         let (links, names) = self.inner.links_and_names().await?;
         let rules = self.inner.rules().await?;
         let routes = self.inner.routes_of_concern(&concern).await?;
+        let now = Instant::now();
+        *self.told.borrow_mut() = links
+            .iter()
+            .flat_map(|l| l.addresses.iter().map(move |a| (l.index, a)))
+            .filter(|(_, a)| a.valid_lft.is_some())
+            .map(|(i, a)| ((i, a.addr), now))
+            .collect();
         let mut view = self.view.borrow_mut();
         view.load(links, names, rules, routes);
         tracing::debug!(
@@ -486,6 +515,21 @@ impl<K: Kernel> Viewed<K> {
             t0.elapsed()
         );
         Ok(())
+    }
+
+    /// `links` with each address's lifetime left as of now.
+    fn aged(&self, mut links: Vec<Link>) -> Vec<Link> {
+        let told = self.told.borrow();
+        let now = Instant::now();
+        for l in &mut links {
+            for a in &mut l.addresses {
+                if let (Some(left), Some(at)) = (a.valid_lft, told.get(&(l.index, a.addr))) {
+                    let gone = u32::try_from(now.duration_since(*at).as_secs()).unwrap_or(u32::MAX);
+                    a.valid_lft = Some(left.saturating_sub(gone));
+                }
+            }
+        }
+        links
     }
 
     /// Tells the view about a write of ours that the kernel accepted (or
@@ -525,7 +569,7 @@ fn gone_anyway(e: &NetlinkError) -> bool {
 impl<K: Kernel> Kernel for Viewed<K> {
     async fn links(&self) -> Result<Vec<Link>, NetlinkError> {
         self.fresh().await?;
-        Ok(self.view.borrow().links())
+        Ok(self.aged(self.view.borrow().links()))
     }
 
     async fn rules(&self) -> Result<Vec<KernelRule>, NetlinkError> {
@@ -546,7 +590,7 @@ impl<K: Kernel> Kernel for Viewed<K> {
     async fn links_and_names(&self) -> Result<(Vec<Link>, Vec<LinkNames>), NetlinkError> {
         self.fresh().await?;
         let view = self.view.borrow();
-        Ok((view.links(), view.names()))
+        Ok((self.aged(view.links()), view.names()))
     }
 
     async fn add_address(&self, address: &Address) -> Result<(), NetlinkError> {
