@@ -32,6 +32,10 @@ pub struct TraceEni {
     pub rules: Vec<Rule>,
     /// eniroute routes this ENI (not excluded, metadata consistent).
     pub managed: bool,
+    /// `rules` is the plan's (metadata was read); otherwise every address
+    /// is taken to have the rule the numbering gives it.
+    #[serde(skip)]
+    pub rules_known: bool,
     /// `managed`, `excluded`, a reason it waits, or `unverified`.
     pub status: String,
 }
@@ -440,7 +444,13 @@ pub fn judge(q: &RouteQuery, answer: &Result<RouteAnswer, NetlinkError>, host: &
             .iter()
             .any(|r| ours(r, host.protocol, table, src))
     });
-    let missing = e.managed && !rule_present;
+    // An address the plan gives no rule (the primary ENI's secondary IPs
+    // left to the VPC CNI's pods) lacks none.
+    let wanted = !e.rules_known
+        || e.rules
+            .iter()
+            .any(|r| r.from.is_some_and(|n| n.contains(&src)));
+    let missing = e.managed && wanted && !rule_present;
     if missing {
         t.expected_rule = expected_rule(e, src);
     }
@@ -486,6 +496,10 @@ pub fn judge(q: &RouteQuery, answer: &Result<RouteAnswer, NetlinkError>, host: &
         t.verdict = Verdict::WrongLink;
         let why = if !e.managed {
             format!("eniroute does not route this ENI ({})", e.status)
+        } else if !wanted && !rule_present {
+            format!(
+                "eniroute gives {src} no rule of its own (left to another agent; see `eniroute status`)"
+            )
         } else {
             format!(
                 "eniroute's rule is in place but table {} has no route for {} — see `eniroute status`",
@@ -565,6 +579,7 @@ mod tests {
                 .collect(),
             owns,
             managed: true,
+            rules_known: true,
             status: "managed".into(),
         }
     }
@@ -894,6 +909,35 @@ mod tests {
             t.message
         );
         assert!(t.message.contains("rule 5 rejects it"), "{}", t.message);
+    }
+
+    #[test]
+    fn an_address_the_plan_leaves_to_another_agent_is_not_a_missing_rule() {
+        let mut w = world();
+        w.enis[1]
+            .rules
+            .retain(|r| r.from != Some("10.0.2.21/32".parse().unwrap()));
+        w.rules
+            .retain(|r| r.from != Some("10.0.2.21/32".parse().unwrap()));
+        let t = judged(
+            &w,
+            &q("10.9.0.5", Some("10.0.2.21")),
+            via(254, 2, "0.0.0.0/0", "10.0.2.21"),
+        );
+        assert_eq!(t.verdict, Verdict::WrongLink, "{}", t.message);
+        assert!(
+            t.message.contains("gives 10.0.2.21 no rule of its own"),
+            "{}",
+            t.message
+        );
+        // Without metadata every address is taken to want its rule.
+        w.enis[1].rules_known = false;
+        let t = judged(
+            &w,
+            &q("10.9.0.5", Some("10.0.2.21")),
+            via(254, 2, "0.0.0.0/0", "10.0.2.21"),
+        );
+        assert_eq!(t.verdict, Verdict::RuleMissing, "{}", t.message);
     }
 
     #[test]

@@ -112,6 +112,7 @@ fn verified_enis(a: &Assessment) -> Vec<TraceEni> {
                 .cloned()
                 .collect(),
             managed: e.status == EniStatus::Managed,
+            rules_known: true,
             status: e.status.to_string(),
         })
         .collect()
@@ -150,6 +151,7 @@ fn unverified_enis(current: &Current, cfg: &Config) -> Vec<TraceEni> {
                 .collect(),
             rules: Vec::new(),
             managed: true,
+            rules_known: false,
             status: "unverified".into(),
         })
         .collect()
