@@ -163,6 +163,10 @@ fn extra_sections(roff: &mut Roff) {
             "2",
             "the input is wrong: the configuration, the arguments, or a host where the agent refuses to change the kernel (amazon-ec2-net-utils installed, a table range holding someone else's routes). The systemd unit does not restart the daemon on this code.",
         ),
+        (
+            "3 to 8",
+            "what eniroute status and eniroute trace found. status: 3 drift, 4 a conflict, 5 metadata unreadable. trace: 3 eniroute's rule or address for the source missing, 4 a foreign rule first, 6 the wrong link for another reason, 7 a source that is no ENI's address, 8 no route.",
+        ),
     ] {
         roff.control("TP", [] as [&str; 0]);
         roff.text([bold(code)]);
