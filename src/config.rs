@@ -559,7 +559,7 @@ pub fn check(text: &str, path: &Path) -> Result<Config, Vec<ConfigError>> {
         .map(|p| ConfigError {
             path: path.to_path_buf(),
             line: spans.offset(&p.path).map(|o| spans::line_of(text, o)),
-            message: p.message,
+            message: clip_values(&p.message),
         })
         .collect();
     if errors.is_empty() {
@@ -599,11 +599,23 @@ fn section_errors(
             toml::from_str::<Only>(text).err()
         }};
     }
+    // serde names the first bad key of the `[[eni]]` entries with its full
+    // path; the others (on other lines) come from checking each key on its
+    // own.
+    let first_eni = only!(eni: Vec<EniOverride>);
+    let first_line = first_eni
+        .as_ref()
+        .and_then(|e| e.span())
+        .map(|s| spans::line_of(text, s.start));
+    let eni_errors: Vec<ConfigError> = eni_key_errors(text, path, spans)
+        .into_iter()
+        .filter(|e| e.line != first_line)
+        .collect();
     let found: Vec<toml::de::Error> = [
         only!(metadata: MetadataConfig),
         only!(numbering: Numbering),
         only!(selection: Selection),
-        only!(eni: Vec<EniOverride>),
+        first_eni,
         only!(log: LogConfig),
         only!(metrics: MetricsConfig),
     ]
@@ -614,6 +626,7 @@ fn section_errors(
         .iter()
         .map(|e| serde_error(text, path, Some(spans), e.message(), e.span()))
         .collect();
+    errors.extend(eni_errors);
     for (name, offset) in spans.top_level() {
         if !SECTIONS.contains(&name) {
             errors.push(ConfigError {
@@ -640,6 +653,112 @@ fn section_errors(
     errors
 }
 
+/// Every key of every `[[eni]]` entry on its own: serde stops at an entry's
+/// first bad key, and one edit should fix them all.
+fn eni_key_errors(text: &str, path: &Path, spans: &spans::Spans) -> Vec<ConfigError> {
+    let Ok(doc) = text.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    let Some(toml::Value::Array(entries)) = doc.get("eni") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let toml::Value::Table(entry) = entry else {
+            continue;
+        };
+        for (k, v) in entry {
+            let mut one = toml::Table::new();
+            one.insert(k.clone(), v.clone());
+            if let Err(e) = toml::Value::Table(one).try_into::<EniOverride>() {
+                let at = [
+                    spans::Seg::Key("eni"),
+                    spans::Seg::Index(i),
+                    spans::Seg::Key(k.as_str()),
+                ];
+                let mut error = serde_error(text, path, None, e.message(), None);
+                error.line = spans.offset(&at).map(|o| spans::line_of(text, o));
+                error.message = format!("{}: {}", spans::display_path(&at), error.message);
+                out.push(error);
+            }
+        }
+    }
+    out
+}
+
+/// Longest quoted value an error message repeats whole: a value of a
+/// megabyte echoed back would bury the message.
+const SHOWN_MAX: usize = 64;
+
+/// `message` with every quoted value longer than [`SHOWN_MAX`] characters
+/// cut short, saying how long it was.
+fn clip_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(1024));
+    let mut rest = message;
+    while let Some(open) = rest.find('"') {
+        out.push_str(&rest[..=open]);
+        let after = &rest[open + 1..];
+        let mut escaped = false;
+        let close = after.char_indices().find_map(|(i, c)| {
+            let end = c == '"' && !escaped;
+            escaped = c == '\\' && !escaped;
+            end.then_some(i)
+        });
+        let Some(close) = close else {
+            rest = after;
+            break;
+        };
+        let value = &after[..close];
+        let chars = value.chars().count();
+        if chars > SHOWN_MAX {
+            let head: String = value.chars().take(SHOWN_MAX).collect();
+            out.push_str(&format!("{head}…\" ({chars} characters)"));
+        } else {
+            out.push_str(value);
+            out.push('"');
+        }
+        rest = &after[close + 1..];
+    }
+    let chars = rest.chars().count();
+    if chars > 4 * SHOWN_MAX {
+        let head: String = rest.chars().take(4 * SHOWN_MAX).collect();
+        out.push_str(&format!("{head}… ({chars} characters)"));
+    } else {
+        out.push_str(rest);
+    }
+    out
+}
+
+/// The key on the line at `offset`, under its `[section]`, for an error
+/// the parser found before any key path could be known (a number too large
+/// for TOML itself).
+fn key_on_line(text: &str, offset: usize) -> Option<String> {
+    let start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim();
+    let bare = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    };
+    if !bare(key) {
+        return None;
+    }
+    let section = text[..start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    Some(match section {
+        Some(s) if bare(&s) => format!("{s}.{key}"),
+        _ => key.to_string(),
+    })
+}
+
 /// A syntax or type error (`message` at byte range `span`) as the operator
 /// should read it, naming the key it is about when `spans` can tell.
 fn serde_error(
@@ -652,9 +771,10 @@ fn serde_error(
     let offset = span.map(|s| s.start);
     let key = match (spans, offset) {
         (Some(s), Some(o)) => s.path_at(o).join("."),
+        (None, Some(o)) => key_on_line(text, o).unwrap_or_default(),
         _ => String::new(),
     };
-    let mut message = message.trim().replace('\n', " ");
+    let mut message = clip_values(&message.trim().replace('\n', " "));
     // serde names Rust types; operators know TOML values.
     for (rust, toml_word) in [
         ("expected u8", "expected a whole number from 0 to 255"),

@@ -254,15 +254,30 @@ pub fn foreign_rules_ahead(
     rules: &[KernelRule],
     protocol: u8,
 ) -> Vec<ForeignRule> {
+    // At the same priority the kernel consults rules in the order they
+    // were added, which is the order it lists them in: a foreign rule added
+    // after the agent's own is never reached for that source.
+    let ours_at = |s: &IpNet| {
+        rules.iter().position(|k| {
+            k.protocol == protocol
+                && k.rule.table == table
+                && k.rule.priority == table
+                && k.rule.from.is_some_and(|f| f.contains(&s.addr()))
+        })
+    };
     rules
         .iter()
-        .filter(|k| k.protocol != protocol)
-        .filter(|k| k.rule.table != table && k.rule.priority <= table)
-        .filter(|k| match k.rule.from {
-            Some(from) => sources.iter().any(|s| from.contains(&s.addr())),
+        .enumerate()
+        .filter(|(_, k)| k.protocol != protocol)
+        .filter(|(_, k)| k.rule.table != table && k.rule.priority <= table)
+        .filter(|(i, k)| match k.rule.from {
+            Some(from) => sources.iter().any(|s| {
+                from.contains(&s.addr())
+                    && (k.rule.priority < table || ours_at(s).is_none_or(|j| *i < j))
+            }),
             None => false,
         })
-        .map(|k| ForeignRule {
+        .map(|(_, k)| ForeignRule {
             rule: k.rule.clone(),
             protocol: k.protocol,
         })
@@ -1034,6 +1049,33 @@ mod tests {
             "{plain:#?}"
         );
         assert!(!pod_ip(&changes(false, SecondaryIps::Leave)));
+    }
+
+    /// At one priority the kernel consults rules in the order they were
+    /// added (the order of its listing): a foreign rule added after the
+    /// agent's own is never reached and is no conflict.
+    #[test]
+    fn a_foreign_rule_added_after_ours_at_the_same_priority_is_not_ahead() {
+        let src: IpNet = "10.0.2.21/32".parse().unwrap();
+        let rule = |priority, table, protocol| KernelRule {
+            rule: Rule {
+                family: crate::values::Family::Ipv4,
+                priority,
+                from: Some(src),
+                table,
+                suppress_ifgroup: None,
+            },
+            protocol,
+            has_other_selectors: false,
+            not_lookup: false,
+        };
+        let ours = rule(10001, 10001, PROTO);
+        let theirs = rule(10001, 7, 4);
+        let ahead = |rules: &[KernelRule]| foreign_rules_ahead(&[src], 10001, rules, PROTO).len();
+        assert_eq!(ahead(&[ours.clone(), theirs.clone()]), 0);
+        assert_eq!(ahead(&[theirs.clone(), ours.clone()]), 1);
+        assert_eq!(ahead(std::slice::from_ref(&theirs)), 1, "ours missing");
+        assert_eq!(ahead(&[ours, rule(100, 7, 4)]), 1, "a lower priority");
     }
 
     #[test]

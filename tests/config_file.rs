@@ -1049,3 +1049,44 @@ table_routes = [{ dst = \"172.16.0.0/12\" }]
     assert_eq!(o.mtu, Some(9001));
     assert_eq!(o.forwarding, None);
 }
+
+/// A huge value is not echoed whole: the message quotes its start and says
+/// how long it was.
+#[test]
+fn a_huge_value_is_shown_cut_short() {
+    let value = "x".repeat(200_000);
+    let errs = errors(&format!("[log]\nlevel = \"{value}\"\n"));
+    assert_eq!(errs.len(), 1, "{}", errs.len());
+    let m = &errs[0].message;
+    assert!(
+        m.len() < 400,
+        "{} bytes: {}",
+        m.len(),
+        &m[..400.min(m.len())]
+    );
+    assert!(
+        m.contains("log.level") && m.contains("(200000 characters)"),
+        "{m}"
+    );
+}
+
+/// A number too large for TOML itself names its key and section.
+#[test]
+fn a_number_too_large_names_its_key() {
+    let errs = errors("[numbering]\ntable_base = 99999999999999999999999\n");
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].line, Some(2), "{errs:?}");
+    assert!(errs[0].message.contains("numbering.table_base"), "{errs:?}");
+}
+
+/// Every bad key of one `[[eni]]` entry is reported, each at its line.
+#[test]
+fn every_problem_of_one_eni_entry_is_reported() {
+    let text = "[[eni]]\nmatch = { device = 1 }\nmtu = \"big\"\nforwarding = \"yes\"\nrp_filter = \"sometimes\"\n";
+    let errs = errors(text);
+    let lines: Vec<Option<usize>> = errs.iter().map(|e| e.line).collect();
+    assert_eq!(lines, [Some(3), Some(4), Some(5)], "{errs:#?}");
+    assert!(errs[0].message.contains("mtu"), "{errs:#?}");
+    assert!(errs[1].message.contains("forwarding"), "{errs:#?}");
+    assert!(errs[2].message.contains("rp_filter"), "{errs:#?}");
+}
