@@ -362,6 +362,71 @@ const CASES: &[Case] = &[
             ));
         },
     },
+    Case {
+        name: "i_dhcp_address_dropped",
+        fault: "eth1's primary held by a DHCP client (a lease lifetime) dropped for 1.5 s, then leased again",
+        recover: None,
+        run: |c| {
+            let lease = [
+                "10.0.2.20/24",
+                "dev",
+                "eth1",
+                "valid_lft",
+                "60",
+                "preferred_lft",
+                "60",
+            ];
+            // eth1's primary becomes a DHCP client's.
+            c.stop_daemon();
+            c.ip(&["addr", "del", "10.0.2.20/24", "dev", "eth1"]);
+            c.ip(&[&["addr", "add"][..], &lease[..]].concat());
+            c.start_daemon(&[], false);
+            c.until_logged("ready with the lease", "ready: ");
+            // The client drops it for a moment (networkctl reconfigure):
+            // the secondary keeps answering, and the address is not
+            // eniroute's to add back.
+            c.ip(&["addr", "del", "10.0.2.20/24", "dev", "eth1"]);
+            std::thread::sleep(Duration::from_millis(1500));
+            let a = c.ip(&["-4", "-o", "addr", "show", "dev", "eth1"]);
+            assert!(
+                !a.contains("10.0.2.20/"),
+                "the DHCP address was added back:\n{a}\n{}",
+                c.diag()
+            );
+            c.ip(&[&["addr", "add"][..], &lease[..]].concat());
+            c.poke_rule();
+            // Back to eniroute's own primary, for the last comparison.
+            c.stop_daemon();
+            c.ip(&["addr", "del", "10.0.2.20/24", "dev", "eth1"]);
+            let _ = std::fs::remove_dir_all(&c.root);
+            c.start_daemon(&[], false);
+        },
+    },
+    Case {
+        name: "h_vpc_cni_secondaries",
+        fault: "the VPC CNI's rule for a pod, and metadata listing the pods' secondary IPs on eth0",
+        recover: None,
+        run: |c| {
+            // What aws-node leaves for a pod at 10.0.1.11: its rule at
+            // priority 512 (the pod's veth and namespace do not matter here).
+            let cni = ["to", "10.0.1.11", "lookup", "main", "priority", "512"];
+            c.ip(&[&["rule", "add"][..], &cni[..]].concat());
+            c.lab.inst.sim.update(|t| {
+                t["network"]["interfaces"]["macs"][ETH0_MAC]["local-ipv4s"] =
+                    Value::from(vec!["10.0.1.10", "10.0.1.11", "10.0.1.12"]);
+            });
+            std::thread::sleep(TWO_POLLS);
+            c.poke_rule();
+            let a = c.ip(&["-4", "-o", "addr", "show", "dev", "eth0"]);
+            assert!(
+                !a.contains("10.0.1.11/") && !a.contains("10.0.1.12/"),
+                "the pods' addresses were put on the host:\n{a}\n{}",
+                c.diag()
+            );
+            c.restore_tree();
+            c.ip(&[&["rule", "del"][..], &cni[..]].concat());
+        },
+    },
     // The agent itself: killed, doubled, starved of its state directory.
     Case {
         name: "sigkill_mid_reconcile",
@@ -694,6 +759,15 @@ impl Ctx {
             log.contains("already managing") && log.contains(&format!("pid {}", self.daemon.pid())),
             "{log}"
         );
+    }
+}
+
+impl Drop for Ctx {
+    /// Also when the case failed: its files go with it.
+    fn drop(&mut self) {
+        self.daemon.kill();
+        let _ = std::fs::remove_file(&self.cfg);
+        let _ = std::fs::remove_dir_all(&self.root);
     }
 }
 
@@ -1159,8 +1233,6 @@ fn run_case(case: &Case) -> Report {
         notes: std::mem::take(&mut ctx.notes),
     };
     assert_eq!(ctx.daemon.term(), Some(0), "{}", ctx.diag());
-    let _ = std::fs::remove_file(&ctx.cfg);
-    let _ = std::fs::remove_dir_all(&ctx.root);
     report
 }
 
