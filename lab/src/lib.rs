@@ -5,6 +5,7 @@
 //! shipped. Needs root and iproute2.
 
 pub mod agent;
+pub mod bench;
 pub mod churn;
 pub mod dhcp;
 pub mod ec2_api;

@@ -4,6 +4,7 @@ use super::{
     fetch, imds_client, kernel, load_config, may_change_kernel, print_json, runtime, Cli, Failure,
 };
 use crate::agent::Namespace;
+use crate::netlink::Kernel;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -23,8 +24,11 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
             message: format!("{}; nothing was changed", f.message),
             ..f
         };
+        let t0 = std::time::Instant::now();
         let instance = fetch(&client).await.map_err(unchanged)?;
+        let read = t0.elapsed();
         let kernel = kernel(&cfg)?;
+        let t1 = std::time::Instant::now();
         let mut outcome = crate::reconcile::reconcile(&kernel, &instance, &cfg, &mut ns.records)
             .await
             .map_err(Failure::runtime)?;
@@ -45,6 +49,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
                 .map_err(Failure::runtime)?;
             outcome = outcome.then(second);
         }
+        let reconciled = t1.elapsed();
         if args.json {
             print_json(&outcome)?;
         } else {
@@ -70,8 +75,10 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
             }
             if cli.verbose {
                 println!(
-                    "netlink writes: {} in {} passes",
-                    outcome.applied.writes, outcome.passes
+                    "netlink writes: {} in {} passes, {} netlink messages; metadata read in {read:?}, reconcile in {reconciled:?}",
+                    outcome.applied.writes,
+                    outcome.passes,
+                    kernel.messages_sent()
                 );
             }
         }

@@ -49,10 +49,11 @@ pub(super) enum Input<'a> {
     EventsLost,
     /// A metadata read finished.
     Metadata(Result<Instance, ImdsError>),
-    /// A reconcile finished, after `took`.
+    /// A reconcile finished, after `took` and `messages` netlink requests.
     Reconciled {
         result: Result<&'a Outcome, &'a NetlinkError>,
         took: Duration,
+        messages: u64,
     },
     /// A reconcile was due, but the agent must change nothing for now, for
     /// this reason (amazon-ec2-net-utils is installed; see
@@ -219,7 +220,11 @@ impl Machine {
                 self.dirty = true;
             }
             Input::Metadata(result) => self.metadata_read(now, result, &mut out),
-            Input::Reconciled { result, took } => {
+            Input::Reconciled {
+                result,
+                took,
+                messages,
+            } => {
                 if self.standing_by.take().is_some() {
                     log(
                         &mut out,
@@ -227,7 +232,7 @@ impl Machine {
                         "amazon-ec2-net-utils is gone: taking over its tables and rules",
                     );
                 }
-                self.reconciled(now, result, took, &mut out)
+                self.reconciled(now, result, took, messages, &mut out)
             }
             Input::StandingBy(why) => self.stand_by(now, why, &mut out),
             Input::Timer => self.timers_fired(now, &mut out),
@@ -488,10 +493,24 @@ impl Machine {
         now: Instant,
         result: Result<&Outcome, &NetlinkError>,
         took: Duration,
+        messages: u64,
         out: &mut Vec<Command>,
     ) {
         let o = match result {
-            Ok(o) => o,
+            Ok(o) => {
+                // Every reconcile, also one that changes nothing: what it
+                // costs is the figure `eniroute-lab bench` reads.
+                log(
+                    out,
+                    Level::DEBUG,
+                    format!(
+                        "reconcile: {} changes, {} writes, {messages} netlink messages in {took:?}",
+                        o.applied.ops.len(),
+                        o.applied.writes
+                    ),
+                );
+                o
+            }
             Err(e) => {
                 log(out, Level::WARN, format!("reconcile: {e}; retrying"));
                 self.schedule_repair(now, true);
@@ -794,6 +813,7 @@ mod tests {
             Input::Reconciled {
                 result: Ok(o),
                 took: ms(2),
+                messages: 0,
             },
         )
     }
@@ -1249,6 +1269,7 @@ mod tests {
             Input::Reconciled {
                 result: Err(&e),
                 took: ms(1),
+                messages: 0,
             },
         );
         assert_eq!(logs(&c, Level::WARN).len(), 1);

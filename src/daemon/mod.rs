@@ -268,6 +268,7 @@ impl<K: Kernel> Daemon<K> {
                         continue;
                     };
                     let t0 = Instant::now();
+                    let sent = self.kernel.messages_sent();
                     let result = crate::reconcile::reconcile(
                         &self.kernel,
                         instance,
@@ -282,6 +283,7 @@ impl<K: Kernel> Daemon<K> {
                     let input = Input::Reconciled {
                         result: result.as_ref(),
                         took: t0.elapsed(),
+                        messages: self.kernel.messages_sent() - sent,
                     };
                     queue.extend(self.machine.handle(Instant::now(), input));
                     let (now, wall) = (Instant::now(), SystemTime::now());

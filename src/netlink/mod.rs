@@ -79,6 +79,12 @@ pub trait Kernel {
     /// `ip link property add|del dev <index> altname <name>`.
     async fn set_altname(&self, index: u32, name: &str, add: bool) -> Result<(), NetlinkError>;
 
+    /// Netlink requests sent so far (dumps and changes), for reporting what
+    /// a reconcile cost; 0 where nothing is counted.
+    fn messages_sent(&self) -> u64 {
+        0
+    }
+
     /// Whether udev is done with link `index` (it may still rename a link
     /// it has not initialised), or does not manage this namespace's links.
     fn udev_initialised(&self, index: u32) -> bool;

@@ -1,6 +1,8 @@
 //! [`Kernel`] over rtnetlink.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
@@ -30,6 +32,9 @@ pub struct RtNetlink {
     protocol: u8,
     /// The routes its event socket reports.
     concern: Concern,
+    /// Requests sent (dumps and changes), for `-v` and the daemon's
+    /// debug log: what a reconcile costs the kernel.
+    sent: Arc<AtomicU64>,
 }
 
 impl RtNetlink {
@@ -62,6 +67,7 @@ impl RtNetlink {
             handle,
             protocol,
             concern: Concern::all(protocol),
+            sent: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -70,6 +76,12 @@ impl RtNetlink {
     pub fn with_concern(mut self, concern: Concern) -> RtNetlink {
         self.concern = concern;
         self
+    }
+
+    /// The handle for one request, counted.
+    fn request(&self) -> &Handle {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        &self.handle
     }
 
     pub(crate) fn handle(&self) -> &Handle {
@@ -84,7 +96,7 @@ impl RtNetlink {
     /// One RTM_GETLINK dump: the links' messages, for the parsers below.
     async fn dump_links(&self) -> Result<Vec<LinkMessage>, NetlinkError> {
         let msgs = dump(
-            &self.handle,
+            self.request(),
             "RTM_GETLINK",
             "links",
             RouteNetlinkMessage::GetLink(LinkMessage::default()),
@@ -104,7 +116,7 @@ impl RtNetlink {
         let mut links: Vec<Link> = msgs.iter().filter_map(msg::parse_link).collect();
         // AF_UNSPEC dumps the addresses of both families at once.
         let addresses = dump(
-            &self.handle,
+            self.request(),
             "RTM_GETADDR",
             "addresses",
             RouteNetlinkMessage::GetAddress(AddressMessage::default()),
@@ -146,7 +158,7 @@ impl Kernel for RtNetlink {
     async fn rules(&self) -> Result<Vec<KernelRule>, NetlinkError> {
         // AF_UNSPEC dumps every family's rules; parse_rule keeps IPv4/IPv6.
         let msgs = dump(
-            &self.handle,
+            self.request(),
             "RTM_GETRULE",
             "rules",
             RouteNetlinkMessage::GetRule(RuleMessage::default()),
@@ -172,7 +184,7 @@ impl Kernel for RtNetlink {
         // AF_UNSPEC with table 0 (RT_TABLE_UNSPEC) dumps every table of
         // every family; it also works where IPv6 is disabled.
         let msgs = dump(
-            &self.handle,
+            self.request(),
             "RTM_GETROUTE",
             "routes",
             RouteNetlinkMessage::GetRoute(RouteMessage::default()),
@@ -193,7 +205,7 @@ impl Kernel for RtNetlink {
 
     async fn add_address(&self, address: &Address) -> Result<(), NetlinkError> {
         ack(
-            &self.handle,
+            self.request(),
             "RTM_NEWADDR",
             || address.to_string(),
             RouteNetlinkMessage::NewAddress(msg::address_message(address, self.protocol)),
@@ -204,7 +216,7 @@ impl Kernel for RtNetlink {
 
     async fn del_address(&self, index: u32, address: IpNet) -> Result<(), NetlinkError> {
         ack(
-            &self.handle,
+            self.request(),
             "RTM_DELADDR",
             || format!("address {address} on link {index}"),
             RouteNetlinkMessage::DelAddress(msg::address_del_message(index, address)),
@@ -215,7 +227,7 @@ impl Kernel for RtNetlink {
 
     async fn add_route(&self, route: &Route) -> Result<(), NetlinkError> {
         ack(
-            &self.handle,
+            self.request(),
             "RTM_NEWROUTE",
             || route.to_string(),
             RouteNetlinkMessage::NewRoute(msg::route_message(route, self.protocol, RouteOp::New)),
@@ -226,7 +238,7 @@ impl Kernel for RtNetlink {
 
     async fn replace_route(&self, route: &Route) -> Result<(), NetlinkError> {
         ack(
-            &self.handle,
+            self.request(),
             "RTM_NEWROUTE",
             || route.to_string(),
             RouteNetlinkMessage::NewRoute(msg::route_message(route, self.protocol, RouteOp::New)),
@@ -237,7 +249,7 @@ impl Kernel for RtNetlink {
 
     async fn del_route(&self, route: &Route) -> Result<(), NetlinkError> {
         ack(
-            &self.handle,
+            self.request(),
             "RTM_DELROUTE",
             || route.to_string(),
             RouteNetlinkMessage::DelRoute(msg::route_message(route, self.protocol, RouteOp::Del)),
@@ -248,7 +260,7 @@ impl Kernel for RtNetlink {
 
     async fn add_rule(&self, rule: &Rule) -> Result<(), NetlinkError> {
         ack(
-            &self.handle,
+            self.request(),
             "RTM_NEWRULE",
             || rule.to_string(),
             RouteNetlinkMessage::NewRule(msg::rule_message(rule, self.protocol)),
@@ -262,7 +274,7 @@ impl Kernel for RtNetlink {
         // matching priority, family, source, table, suppress_ifgroup and
         // our protocol, so a foreign rule is never removed.
         ack(
-            &self.handle,
+            self.request(),
             "RTM_DELRULE",
             || rule.to_string(),
             RouteNetlinkMessage::DelRule(msg::rule_message(rule, self.protocol)),
@@ -273,7 +285,7 @@ impl Kernel for RtNetlink {
 
     async fn del_foreign_rule(&self, rule: &Rule, protocol: u8) -> Result<(), NetlinkError> {
         ack(
-            &self.handle,
+            self.request(),
             "RTM_DELRULE",
             || format!("{rule} proto {protocol}"),
             RouteNetlinkMessage::DelRule(msg::rule_message(rule, protocol)),
@@ -288,7 +300,7 @@ impl Kernel for RtNetlink {
         // alias of the same destination (ours among them).
         m.attributes.push(RouteAttribute::Priority(route.metric));
         ack(
-            &self.handle,
+            self.request(),
             "RTM_DELROUTE",
             || {
                 format!(
@@ -304,7 +316,7 @@ impl Kernel for RtNetlink {
 
     async fn set_link(&self, index: u32, change: &LinkChange) -> Result<(), NetlinkError> {
         ack(
-            &self.handle,
+            self.request(),
             "RTM_SETLINK",
             || msg::describe_link_change(index, change),
             RouteNetlinkMessage::SetLink(msg::link_change_message(index, change)),
@@ -330,13 +342,17 @@ impl Kernel for RtNetlink {
             ("RTM_DELLINKPROP", RouteNetlinkMessage::DelLinkProp(msg), 0)
         };
         ack(
-            &self.handle,
+            self.request(),
             call,
             || format!("altname {name} on link {index}"),
             message,
             flags,
         )
         .await
+    }
+
+    fn messages_sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 
     fn udev_initialised(&self, index: u32) -> bool {

@@ -44,6 +44,16 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Measure the agent (hotplug, repair, reconciles at scale, idle) and the
+    /// shell way of doing the same, and set each figure against its budget
+    Bench {
+        /// Fewer repetitions and a 15 s idle window (about a minute in all)
+        #[arg(long)]
+        quick: bool,
+        /// Also write the table, with the machine it ran on, to this file
+        #[arg(long, value_name = "FILE")]
+        markdown: Option<PathBuf>,
+    },
     /// Remove namespaces left behind by runs that were killed or kept
     Cleanup,
     /// Run the agent itself: `eniroute-lab agent ARGS` is `eniroute ARGS`
@@ -67,6 +77,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run { scenario, keep } => run(&scenario, keep),
+        Command::Bench { quick, markdown } => bench(quick, markdown.as_deref()),
         Command::Cleanup => cleanup(),
         Command::Agent { args } => agent(args),
     }
@@ -176,6 +187,68 @@ fn run(which: &str, keep: bool) -> ExitCode {
     }
     drop(workdir);
     summarize(&reports, started.elapsed())
+}
+
+fn bench(quick: bool, markdown: Option<&Path>) -> ExitCode {
+    if let Err(code) = need_root() {
+        return code;
+    }
+    if let Err(e) = on_interrupt_stop() {
+        eprintln!("eniroute-lab: cannot install the Ctrl-C handler: {e}");
+        return ExitCode::from(1);
+    }
+    if let Err(e) = eniroute_lab::cleanup_stale() {
+        eprintln!("eniroute-lab: warning: could not remove stale namespaces: {e}");
+    }
+    let workdir = match WorkDir::create() {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("eniroute-lab: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let (agent, how) = match agent_program(&workdir.0) {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("eniroute-lab: cannot find or provide the agent: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let machine = eniroute_lab::bench::machine();
+    println!("Agent under test: {how}\nMachine: {machine}\n");
+    let opts = eniroute_lab::bench::Options { agent, quick };
+    let started = Instant::now();
+    let table = eniroute_lab::bench::run(&opts, &mut |line| eprintln!("  {line}"));
+    drop(workdir);
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        println!("Interrupted: stopped early and removed everything the lab built.");
+        return ExitCode::from(130);
+    }
+    let (met, budgets) = table.score();
+    let text = format!(
+        "{}\n{met} of {budgets} budgets met; {} run in {:.0} s.\n",
+        table.markdown(),
+        if quick { "quick" } else { "full" },
+        started.elapsed().as_secs_f64()
+    );
+    println!("{text}");
+    if let Some(path) = markdown {
+        let doc = format!(
+            "Measured by `eniroute-lab bench{}` on {machine}.\n\n{text}",
+            if quick { " --quick" } else { "" }
+        );
+        if let Err(e) = eniroute_lab::bench::write_file(path, &doc) {
+            eprintln!("eniroute-lab: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    // Budgets are for people to read (machines are noisy); a figure that
+    // could not be measured means something broke.
+    if table.rows.iter().any(|r| r.failed.is_some()) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn summarize(reports: &[Report], elapsed: Duration) -> ExitCode {
