@@ -246,7 +246,7 @@ fn rule_repair(ns: &Netns, n: usize) -> io::Result<Vec<f64>> {
                 kernel.del_rule(&rule).await.map_err(nl)?;
                 let deleted = Instant::now();
                 loop {
-                    if kernel.rules().await.map_err(nl)?.iter().any(|r| wanted(r)) {
+                    if kernel.rules().await.map_err(nl)?.iter().any(&wanted) {
                         out.push(ms(deleted.elapsed()));
                         break;
                     }
