@@ -49,11 +49,10 @@ pub(super) enum Input<'a> {
     EventsLost,
     /// A metadata read finished.
     Metadata(Result<Instance, ImdsError>),
-    /// A reconcile finished, after `took` and `messages` netlink requests.
+    /// A reconcile finished, after `took`.
     Reconciled {
         result: Result<&'a Outcome, &'a NetlinkError>,
         took: Duration,
-        messages: u64,
     },
     /// A reconcile was due, but the agent must change nothing for now, for
     /// this reason (amazon-ec2-net-utils is installed; see
@@ -220,11 +219,7 @@ impl Machine {
                 self.dirty = true;
             }
             Input::Metadata(result) => self.metadata_read(now, result, &mut out),
-            Input::Reconciled {
-                result,
-                took,
-                messages,
-            } => {
+            Input::Reconciled { result, took } => {
                 if self.standing_by.take().is_some() {
                     log(
                         &mut out,
@@ -232,7 +227,7 @@ impl Machine {
                         "amazon-ec2-net-utils is gone: taking over its tables and rules",
                     );
                 }
-                self.reconciled(now, result, took, messages, &mut out)
+                self.reconciled(now, result, took, &mut out)
             }
             Input::StandingBy(why) => self.stand_by(now, why, &mut out),
             Input::Timer => self.timers_fired(now, &mut out),
@@ -493,24 +488,10 @@ impl Machine {
         now: Instant,
         result: Result<&Outcome, &NetlinkError>,
         took: Duration,
-        messages: u64,
         out: &mut Vec<Command>,
     ) {
         let o = match result {
-            Ok(o) => {
-                // Every reconcile, also one that changes nothing: what it
-                // costs is the figure `eniroute-lab bench` reads.
-                log(
-                    out,
-                    Level::DEBUG,
-                    format!(
-                        "reconcile: {} changes, {} writes, {messages} netlink messages in {took:?}",
-                        o.applied.ops.len(),
-                        o.applied.writes
-                    ),
-                );
-                o
-            }
+            Ok(o) => o,
             Err(e) => {
                 log(out, Level::WARN, format!("reconcile: {e}; retrying"));
                 self.schedule_repair(now, true);
@@ -813,7 +794,6 @@ mod tests {
             Input::Reconciled {
                 result: Ok(o),
                 took: ms(2),
-                messages: 0,
             },
         )
     }
@@ -1269,7 +1249,6 @@ mod tests {
             Input::Reconciled {
                 result: Err(&e),
                 took: ms(1),
-                messages: 0,
             },
         );
         assert_eq!(logs(&c, Level::WARN).len(), 1);

@@ -276,14 +276,22 @@ impl<K: Kernel> Daemon<K> {
                         &mut self.ns.records,
                     )
                     .await;
-                    tracing::debug!("reconcile done in {:?}", t0.elapsed());
+                    let took = t0.elapsed();
+                    tracing::debug!("reconcile done in {took:?}");
                     if let Ok(o) = &result {
                         self.kernel.planned(&o.plan.routes);
+                        // Every reconcile, also one that changes nothing:
+                        // what it costs is what `eniroute-lab bench` reads.
+                        tracing::debug!(
+                            "reconcile: {} changes, {} writes, {} netlink messages in {took:?}",
+                            o.applied.ops.len(),
+                            o.applied.writes,
+                            self.kernel.messages_sent() - sent
+                        );
                     }
                     let input = Input::Reconciled {
                         result: result.as_ref(),
-                        took: t0.elapsed(),
-                        messages: self.kernel.messages_sent() - sent,
+                        took,
                     };
                     queue.extend(self.machine.handle(Instant::now(), input));
                     let (now, wall) = (Instant::now(), SystemTime::now());

@@ -738,6 +738,10 @@ impl<K: Kernel> Kernel for Viewed<K> {
         Ok(())
     }
 
+    fn messages_sent(&self) -> u64 {
+        self.inner.messages_sent()
+    }
+
     fn udev_initialised(&self, index: u32) -> bool {
         self.inner.udev_initialised(index)
     }
