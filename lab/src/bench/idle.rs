@@ -109,3 +109,33 @@ fn memory_mib(pid: u32) -> io::Result<(f64, f64)> {
     };
     Ok((kb("VmRSS:")? / 1024.0, kb("VmHWM:")? / 1024.0))
 }
+
+/// The daemon while someone else's routes churn: the lab's foreign-route
+/// measurement ([`crate::churn`]), 100,000 routes in a table of their own
+/// (20,000 with `--quick`), one changing every 50 ms, and a rule of the
+/// agent's deleted now and then.
+pub fn churn(opts: &Options, table: &mut Table, progress: &mut dyn FnMut(&str)) -> io::Result<()> {
+    let m = crate::churn::measure_foreign_churn(&opts.agent, opts.quick)?;
+    progress(&format!("churn: {}", m.summary()));
+    let shape = format!(
+        "{} foreign routes, one changing every 50 ms",
+        m.foreign_routes
+    );
+    table.push(
+        Row::new(
+            "churn",
+            format!("daemon under foreign route churn ({shape}): CPU, % of a core"),
+            "%",
+        )
+        .samples(vec![m.cpu_share() * 100.0]),
+    );
+    table.push(
+        Row::new(
+            "churn",
+            format!("deleted rule restored under churn ({shape})"),
+            "ms",
+        )
+        .samples(m.repairs.iter().map(|d| super::ms(*d)).collect()),
+    );
+    Ok(())
+}

@@ -6,7 +6,8 @@
 //! [`Table`]: [`hotplug`] (hotplug with metadata present and late, a
 //! deleted rule restored), [`address`] (a secondary IPv4 added in
 //! metadata), [`scale`] (one-shot `apply` and the daemon's reconcile at 15
-//! ENIs, and the shell baseline), [`idle`] (the daemon doing nothing).
+//! ENIs, and the shell baseline), [`idle`] (the daemon doing nothing, and
+//! under someone else's route churn).
 //! Wall times are measured by this process; what the agent did (netlink
 //! messages, writes, its own reconcile time) comes from its `-v` output and
 //! debug log; metadata requests are counted by the simulator.
@@ -290,11 +291,12 @@ fn number(v: f64, unit: &str) -> String {
 pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Table {
     let mut table = Table::default();
     type Group = fn(&Options, &mut Table, &mut dyn FnMut(&str)) -> io::Result<()>;
-    let groups: [(&'static str, Group); 4] = [
+    let groups: [(&'static str, Group); 5] = [
         ("hotplug", hotplug::run),
         ("address", address::run),
         ("scale", scale::run),
         ("idle", idle::run),
+        ("churn", idle::churn),
     ];
     for (name, group) in groups {
         if crate::scenarios::INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
