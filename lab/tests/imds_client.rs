@@ -8,7 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use eniroute::imds::client::{ErrorKind, ImdsClient, ImdsOptions, MAX_BODY};
-use eniroute::imds::fetch::{fetch_instance, MetadataCache};
+use eniroute::imds::fetch::{fetch_instance, Depth, MetadataCache};
 use eniroute::imds::model::EniState;
 use eniroute::values::{EniKey, Mac};
 use eniroute_lab::sim::{Fault, Simulator};
@@ -590,7 +590,10 @@ async fn cache_rereads_only_volatile_keys_of_ready_enis() {
     let sim = sim(two_enis());
     let c = client(&sim);
     let mut cache = MetadataCache::new();
-    let first = cache.refresh(&c, Duration::from_secs(300)).await.unwrap();
+    let first = cache
+        .refresh(&c, Duration::from_secs(300), Depth::Volatile)
+        .await
+        .unwrap();
     // Token, mac, listing, 14 keys for each of two MACs.
     assert_eq!(sim.requests(), 31);
     assert_eq!(first, fetch_instance(&client(&sim)).await.unwrap());
@@ -599,7 +602,10 @@ async fn cache_rereads_only_volatile_keys_of_ready_enis() {
     sim.update(|t| {
         t["network"]["interfaces"]["macs"][MAC2]["local-ipv4s"] = json!(["10.0.2.20", "10.0.2.21"])
     });
-    let second = cache.refresh(&c, Duration::from_secs(300)).await.unwrap();
+    let second = cache
+        .refresh(&c, Duration::from_secs(300), Depth::Volatile)
+        .await
+        .unwrap();
     assert_eq!(
         sim.requests() - before,
         1 + 2 * 4,
@@ -612,14 +618,62 @@ async fn cache_rereads_only_volatile_keys_of_ready_enis() {
 
     // Static keys are re-read once older than the limit.
     let before = sim.requests();
-    cache.refresh(&c, Duration::ZERO).await.unwrap();
+    cache
+        .refresh(&c, Duration::ZERO, Depth::Volatile)
+        .await
+        .unwrap();
     assert_eq!(sim.requests() - before, 1 + 2 * 14);
 
     // And on request, for one MAC.
     let before = sim.requests();
     cache.invalidate(mac(MAC1));
-    cache.refresh(&c, Duration::from_secs(300)).await.unwrap();
+    cache
+        .refresh(&c, Duration::from_secs(300), Depth::Volatile)
+        .await
+        .unwrap();
     assert_eq!(sim.requests() - before, 1 + 14 + 4);
+}
+
+#[tokio::test]
+async fn a_read_of_what_is_new_asks_only_the_listing_until_a_mac_appears() {
+    let sim = sim(two_enis());
+    let mac2 = sim.tree()["network"]["interfaces"]["macs"][MAC2].clone();
+    sim.update(|t| {
+        t["network"]["interfaces"]["macs"]
+            .as_object_mut()
+            .unwrap()
+            .remove(MAC2);
+    });
+    let c = client(&sim);
+    let mut cache = MetadataCache::new();
+    let first = cache
+        .refresh(&c, Duration::from_secs(300), Depth::Volatile)
+        .await
+        .unwrap();
+    assert_eq!(first.enis.len(), 1);
+
+    // A link waits for its ENI: nothing new listed, one request.
+    let before = sim.requests();
+    let again = cache
+        .refresh(&c, Duration::from_secs(300), Depth::New)
+        .await
+        .unwrap();
+    assert_eq!(sim.requests() - before, 1, "the listing alone");
+    assert_eq!(again, first);
+
+    // It is listed now: the listing and its 14 keys, nothing of the other.
+    sim.update(|t| t["network"]["interfaces"]["macs"][MAC2] = mac2);
+    let before = sim.requests();
+    let inst = cache
+        .refresh(&c, Duration::from_secs(300), Depth::New)
+        .await
+        .unwrap();
+    assert_eq!(sim.requests() - before, 1 + 14);
+    assert!(
+        matches!(inst.get(mac(MAC2)), Some(EniState::Ready(_))),
+        "{inst:?}"
+    );
+    assert_eq!(inst, fetch_instance(&client(&sim)).await.unwrap());
 }
 
 #[tokio::test]
@@ -629,7 +683,10 @@ async fn cache_rereads_static_keys_of_an_eni_not_ready() {
     sim.update(|t| t["network"]["interfaces"]["macs"][MAC2]["device-number"] = json!("0"));
     let c = client(&sim);
     let mut cache = MetadataCache::new();
-    let inst = cache.refresh(&c, Duration::from_secs(300)).await.unwrap();
+    let inst = cache
+        .refresh(&c, Duration::from_secs(300), Depth::Volatile)
+        .await
+        .unwrap();
     assert!(
         matches!(inst.get(mac(MAC2)), Some(EniState::NotReady { .. })),
         "{inst:?}"
@@ -637,7 +694,10 @@ async fn cache_rereads_static_keys_of_an_eni_not_ready() {
 
     sim.update(|t| t["network"]["interfaces"]["macs"][MAC2]["device-number"] = json!("1"));
     let before = sim.requests();
-    let inst = cache.refresh(&c, Duration::from_secs(300)).await.unwrap();
+    let inst = cache
+        .refresh(&c, Duration::from_secs(300), Depth::Volatile)
+        .await
+        .unwrap();
     let Some(EniState::Ready(eni)) = inst.get(mac(MAC2)) else {
         panic!("{inst:?}")
     };
@@ -654,15 +714,24 @@ async fn cache_drops_detached_enis_and_survives_errors() {
     let sim = sim(two_enis());
     let c = client(&sim);
     let mut cache = MetadataCache::new();
-    let full = cache.refresh(&c, Duration::from_secs(300)).await.unwrap();
+    let full = cache
+        .refresh(&c, Duration::from_secs(300), Depth::Volatile)
+        .await
+        .unwrap();
 
     // An outage is an error, and the cache still holds the last good read.
     sim.set_fault(Some("network/"), Some(Fault::Status(500)));
-    assert!(cache.refresh(&c, Duration::from_secs(300)).await.is_err());
+    assert!(cache
+        .refresh(&c, Duration::from_secs(300), Depth::Volatile)
+        .await
+        .is_err());
     sim.set_fault(Some("network/"), None);
     let before = sim.requests();
     assert_eq!(
-        cache.refresh(&c, Duration::from_secs(300)).await.unwrap(),
+        cache
+            .refresh(&c, Duration::from_secs(300), Depth::Volatile)
+            .await
+            .unwrap(),
         full
     );
     assert_eq!(sim.requests() - before, 1 + 2 * 4);
@@ -674,11 +743,17 @@ async fn cache_drops_detached_enis_and_survives_errors() {
             .unwrap()
             .remove(MAC2);
     });
-    let inst = cache.refresh(&c, Duration::from_secs(300)).await.unwrap();
+    let inst = cache
+        .refresh(&c, Duration::from_secs(300), Depth::Volatile)
+        .await
+        .unwrap();
     assert_eq!(inst.enis.len(), 1);
     sim.set_tree(two_enis());
     let before = sim.requests();
-    cache.refresh(&c, Duration::from_secs(300)).await.unwrap();
+    cache
+        .refresh(&c, Duration::from_secs(300), Depth::Volatile)
+        .await
+        .unwrap();
     assert_eq!(
         sim.requests() - before,
         1 + 4 + 14,

@@ -12,6 +12,7 @@ use tracing::Level;
 
 use crate::backoff::{self, Retry, NEVER};
 use crate::imds::client::{EndpointInUse, ImdsError};
+use crate::imds::fetch::Depth;
 use crate::imds::model::{EniState, Instance};
 use crate::logging::LogFields;
 use crate::netlink::{Event, NetlinkError};
@@ -23,10 +24,16 @@ use crate::values::{Mac, Warning};
 /// is a link, its addresses and routes, and our own writes echo back.
 pub(super) const COALESCE: Duration = Duration::from_millis(5);
 /// Retry schedule for a link whose ENI metadata is not there yet (EC2 lists
-/// a new MAC, and its device-number, a little after the link appears). The
-/// first retries are cheap (the listing and a few keys from a link-local
-/// endpoint) and a short lag is common, so they start well under 50 ms.
-pub(super) const LAG_FIRST_RETRY: Duration = Duration::from_millis(10);
+/// a new MAC, and its device-number, a little after the link appears). A
+/// retry reads only the MAC listing while it has nothing new (one request
+/// to a link-local endpoint), and a lag of a fraction of a second is
+/// common: the listing is read every `LAG_FIRST_RETRY` for `LAG_FAST_FOR`,
+/// so the ENI is configured within that of being listed, and only then do
+/// the retries back off, doubling to `LAG_MAX_RETRY`. 15 ms keeps one
+/// waiting link at about 70 requests a second, far below what IMDS
+/// throttles.
+pub(super) const LAG_FIRST_RETRY: Duration = Duration::from_millis(15);
+pub(super) const LAG_FAST_FOR: Duration = Duration::from_secs(3);
 pub(super) const LAG_MAX_RETRY: Duration = Duration::from_secs(1);
 pub(super) const LAG_GIVE_UP: Duration = Duration::from_secs(120);
 /// Retry schedule for a reconcile that failed or left errors, and for
@@ -81,8 +88,12 @@ pub(super) struct Reload {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Command {
     /// Read metadata: forget every cached key first (`clear`), or those of
-    /// these MACs.
-    Fetch { clear: bool, forget: Vec<Mac> },
+    /// these MACs; only what is new, or the volatile keys of every ENI too.
+    Fetch {
+        clear: bool,
+        forget: Vec<Mac>,
+        depth: Depth,
+    },
     /// Reconcile the kernel with [`Machine::instance`].
     Reconcile,
     /// Tell systemd (sd_notify).
@@ -104,11 +115,12 @@ pub(super) struct Machine {
     /// The last metadata read that succeeded; `None` until one did.
     instance: Option<Instance>,
 
-    want_fetch: bool,
+    /// A read wanted, and how deep.
+    want_fetch: Option<Depth>,
     clear_cache: bool,
     forget: Vec<Mac>,
-    /// When the running metadata read started.
-    in_flight: Option<Instant>,
+    /// When the running metadata read started, and how deep it reads.
+    in_flight: Option<(Instant, Depth)>,
     next_poll: Instant,
     failures: u32,
 
@@ -155,7 +167,7 @@ impl Machine {
             logged_endpoint: None,
             unit,
             instance: None,
-            want_fetch: true,
+            want_fetch: Some(Depth::Volatile),
             clear_cache: false,
             forget: Vec::new(),
             in_flight: None,
@@ -215,7 +227,7 @@ impl Machine {
                 self.burst_until.get_or_insert(now + COALESCE);
             }
             Input::EventsLost => {
-                self.want_fetch = true;
+                self.want(Depth::Volatile);
                 self.dirty = true;
             }
             Input::Metadata(result) => self.metadata_read(now, result, &mut out),
@@ -234,7 +246,7 @@ impl Machine {
             Input::Refresh => {
                 log(&mut out, Level::INFO, "SIGUSR1: reading metadata again now");
                 self.clear_cache = true;
-                self.want_fetch = true;
+                self.want(Depth::Volatile);
             }
             Input::Reloaded(r) => {
                 if let Some(e) = r.endpoint {
@@ -245,7 +257,7 @@ impl Machine {
                     self.poll = p;
                     self.next_poll = self.next_poll.min(now + p);
                 }
-                self.want_fetch = true;
+                self.want(Depth::Volatile);
                 self.dirty = true;
             }
             Input::Stop(why) => {
@@ -292,19 +304,26 @@ impl Machine {
     /// reconcile if something changed, and readiness once the deadline has
     /// passed. Nothing while a burst of events is still arriving.
     fn drive(&mut self, now: Instant, out: &mut Vec<Command>) {
+        // A read does not wait for a burst to end: what metadata says does
+        // not depend on the kernel, and a hot-plugged link's first event
+        // is the moment to ask.
+        if self.in_flight.is_none() {
+            if let Some(depth) = self.want_fetch.take() {
+                self.in_flight = Some((now, depth));
+                if depth == Depth::Volatile {
+                    // The next poll is scheduled when this read finishes.
+                    self.next_poll = now + NEVER;
+                }
+                out.push(Command::Fetch {
+                    clear: std::mem::take(&mut self.clear_cache),
+                    forget: std::mem::take(&mut self.forget),
+                    depth,
+                });
+            }
+        }
         match self.burst_until {
             Some(until) if now < until => return,
             _ => self.burst_until = None,
-        }
-        if self.want_fetch && self.in_flight.is_none() {
-            self.want_fetch = false;
-            self.in_flight = Some(now);
-            // The next poll is scheduled when this read finishes.
-            self.next_poll = now + NEVER;
-            out.push(Command::Fetch {
-                clear: std::mem::take(&mut self.clear_cache),
-                forget: std::mem::take(&mut self.forget),
-            });
         }
         if self.dirty {
             self.dirty = false;
@@ -327,7 +346,7 @@ impl Machine {
                     "netlink events overran the socket buffer; re-reading everything",
                 );
                 // A link may have appeared among the lost events.
-                self.want_fetch = true;
+                self.want(Depth::Volatile);
             }
             Event::Link {
                 mac: Some(mac),
@@ -347,14 +366,15 @@ impl Machine {
                     .is_some_and(|e| matches!(e, EniState::Ready(_)));
                 if !known {
                     // A link metadata does not describe (yet): a hot-plugged
-                    // ENI shows up in the kernel first.
-                    self.want_fetch = true;
+                    // ENI shows up in the kernel first. Only what is new
+                    // is read: the others were read at the last poll.
+                    self.want(Depth::New);
                 } else if *added {
                     // Known from a read made before the link appeared: act
                     // on it now, and read again in case this is a new
                     // attachment with another device number.
                     self.forget.push(*mac);
-                    self.want_fetch = true;
+                    self.want(Depth::New);
                 }
             }
             _ => {}
@@ -382,7 +402,12 @@ impl Machine {
             reason: "its link went away; reading its metadata again".into(),
         };
         self.forget.push(mac);
-        self.want_fetch = true;
+        self.want(Depth::New);
+    }
+
+    /// Asks for a read at least `depth` deep.
+    fn want(&mut self, depth: Depth) {
+        self.want_fetch = self.want_fetch.max(Some(depth));
     }
 
     /// A metadata read finished. On failure the last good instance stays in
@@ -393,13 +418,17 @@ impl Machine {
         result: Result<Instance, ImdsError>,
         out: &mut Vec<Command>,
     ) {
-        if let Some(t) = self.in_flight.take() {
-            log(
-                out,
-                Level::DEBUG,
-                format!("metadata read in {:?}", now.duration_since(t)),
-            );
-        }
+        let depth = match self.in_flight.take() {
+            Some((t, depth)) => {
+                log(
+                    out,
+                    Level::DEBUG,
+                    format!("metadata read ({depth:?}) in {:?}", now.duration_since(t)),
+                );
+                depth
+            }
+            None => Depth::Volatile,
+        };
         match result {
             Ok(mut instance) => {
                 instance.confirm_bare(self.instance.as_ref());
@@ -414,7 +443,11 @@ impl Machine {
                     );
                 }
                 self.failures = 0;
-                self.next_poll = now + self.poll;
+                // A read of what is new does not stand in for the poll of
+                // every ENI's addresses.
+                if depth == Depth::Volatile {
+                    self.next_poll = now + self.poll;
+                }
                 // Which endpoint answered is known once one did (and may
                 // change when the first stops answering): said once each.
                 let current = self.endpoint.current().to_string();
@@ -466,13 +499,21 @@ impl Machine {
             }
         }
         if now >= self.next_poll {
-            self.want_fetch = true;
+            self.want(Depth::Volatile);
             self.next_poll = now + NEVER;
         }
         if self.failures == 0 {
+            let mut due = false;
             for (lag, _) in self.lagging.values_mut().filter(|(l, _)| now >= l.next) {
-                self.want_fetch = true;
-                lag.advance(now, LAG_MAX_RETRY, LAG_GIVE_UP);
+                due = true;
+                if now.duration_since(lag.since()) < LAG_FAST_FOR {
+                    lag.next = now + LAG_FIRST_RETRY;
+                } else {
+                    lag.advance(now, LAG_MAX_RETRY, LAG_GIVE_UP);
+                }
+            }
+            if due {
+                self.want(Depth::New);
             }
         }
         if let Some(r) = &mut self.repair {
@@ -619,7 +660,8 @@ impl Machine {
     }
 
     /// Keeps the fast-retry schedule for links whose ENI metadata is not
-    /// usable yet: 10 ms, doubling to 1 s, for up to 120 s. A link that is
+    /// usable yet: every 15 ms for 3 s, then doubling to 1 s, for up to
+    /// 120 s. A link that is
     /// no ENI at all (a bridge, a container's veth) ends up polled at the
     /// normal rate after that.
     fn track_lag(&mut self, now: Instant, o: &Outcome, out: &mut Vec<Command>) {
@@ -1020,7 +1062,8 @@ mod tests {
             c,
             [Command::Fetch {
                 clear: false,
-                forget: vec![]
+                forget: vec![],
+                depth: Depth::Volatile,
             }]
         );
         let c = m.handle(
@@ -1066,10 +1109,13 @@ mod tests {
             };
             c.extend(m.handle(at, Input::Event(&ev)));
         }
-        assert!(fetches(&c).is_empty() && reconciles(&c) == 0, "{c:?}");
+        // Metadata is asked at once (it does not depend on the kernel);
+        // the reconcile waits for the burst to end.
+        assert_eq!(fetches(&c).len(), 1, "{c:?}");
+        assert_eq!(reconciles(&c), 0, "{c:?}");
         assert_eq!(m.next_wake(), t + COALESCE);
         let c = m.handle(t + COALESCE, Input::Timer);
-        assert_eq!(fetches(&c).len(), 1, "{c:?}");
+        assert!(fetches(&c).is_empty(), "{c:?}");
         assert_eq!(reconciles(&c), 1, "{c:?}");
         // A later event opens a new burst of its own.
         let later = t + ms(20);
@@ -1082,7 +1128,7 @@ mod tests {
     }
 
     #[test]
-    fn a_hotplugged_link_is_retried_from_10ms_doubling_to_1s_and_given_up_after_120s() {
+    fn a_waiting_link_polls_the_listing_every_15ms_for_3s_then_backs_off_and_gives_up_after_120s() {
         let t0 = Instant::now();
         let mut m = running(t0);
         let inst = fixture("management-network");
@@ -1092,39 +1138,47 @@ mod tests {
             logs(&c, Level::DEBUG),
             [format!("link with MAC {mac} waits for its metadata: not in metadata yet").as_str()]
         );
-        let mut reads = Vec::new();
+        let (mut new, mut polls) = (Vec::new(), Vec::new());
         let mut now = t0;
         while now < t0 + Duration::from_secs(150) {
             now = m.next_wake();
             let c = m.handle(now, Input::Timer);
-            if !fetches(&c).is_empty() {
-                reads.push(now - t0);
+            for f in fetches(&c) {
+                match f {
+                    Command::Fetch {
+                        depth: Depth::New, ..
+                    } => new.push(now - t0),
+                    _ => polls.push(now - t0),
+                }
                 // Metadata still without the MAC: nothing changed, nothing
                 // to reconcile.
                 let c = m.handle(now, Input::Metadata(Ok(inst.clone())));
                 assert_eq!(reconciles(&c), 0);
             }
         }
-        let gaps: Vec<u128> = reads
-            .windows(2)
-            .map(|w| (w[1] - w[0]).as_millis())
-            .collect();
-        assert_eq!(reads[0], ms(10));
-        assert_eq!(gaps[..8], [20, 40, 80, 160, 320, 640, 1000, 1000]);
-        // About one read a second until 120 s, then the normal poll.
-        let before = reads
-            .iter()
-            .filter(|r| **r <= Duration::from_secs(120))
-            .count();
-        assert!((115..=125).contains(&before), "{before} reads");
-        let after: Vec<u128> = reads
-            .windows(2)
-            .filter(|w| w[0] > Duration::from_secs(122))
-            .map(|w| (w[1] - w[0]).as_millis())
-            .collect();
+        let gaps = |reads: &[Duration], from: u64, to: u64| -> Vec<u128> {
+            reads
+                .windows(2)
+                .filter(|w| w[0] >= Duration::from_secs(from) && w[1] <= Duration::from_secs(to))
+                .map(|w| (w[1] - w[0]).as_millis())
+                .collect()
+        };
+        // The listing every 15 ms for the first 3 s...
+        assert_eq!(new[0], ms(15));
+        let fast = gaps(&new, 0, 3);
+        assert!(fast.iter().all(|g| *g == 15), "{fast:?}");
+        assert_eq!(fast.len(), 199);
+        // ... then doubling to once a second, until 120 s.
+        let slow = gaps(&new, 3, 150);
+        assert_eq!(slow[..8], [30, 60, 120, 240, 480, 960, 1000, 1000]);
+        assert!(new.iter().all(|r| *r <= Duration::from_secs(121)));
+        let waited = new.iter().filter(|r| **r > Duration::from_secs(3)).count();
+        assert!((115..=125).contains(&waited), "{waited} reads");
+        // The poll of every ENI's addresses goes on as usual meanwhile.
+        let poll = gaps(&polls, 0, 150);
         assert!(
-            !after.is_empty() && after.iter().all(|g| *g == 5000),
-            "{after:?}"
+            polls[0] == POLL && poll.iter().all(|g| *g == 5000),
+            "{polls:?}"
         );
     }
 
@@ -1287,19 +1341,22 @@ mod tests {
         let inst = fixture("management-network");
         let mac = inst.enis[1].mac();
         let t = t0 + ms(100);
-        m.handle(t, Input::Event(&link(3, &mac.to_string(), false, true)));
+        let c = m.handle(t, Input::Event(&link(3, &mac.to_string(), false, true)));
         assert!(matches!(
             m.instance().and_then(|i| i.get(mac)),
             Some(EniState::NotReady { .. })
         ));
-        let c = m.handle(t + COALESCE, Input::Timer);
+        // Read at once; the reconcile waits for the burst to end.
         assert_eq!(
             fetches(&c),
             [&Command::Fetch {
                 clear: false,
-                forget: vec![mac]
+                forget: vec![mac],
+                depth: Depth::New,
             }]
         );
+        let c = m.handle(t + COALESCE, Input::Timer);
+        assert!(fetches(&c).is_empty(), "{c:?}");
         assert_eq!(reconciles(&c), 1);
         // The same ENI read again is a change: reconciled from it.
         let c = m.handle(t + ms(20), Input::Metadata(Ok(inst.clone())));
@@ -1315,7 +1372,8 @@ mod tests {
             fetches(&c),
             [&Command::Fetch {
                 clear: true,
-                forget: vec![]
+                forget: vec![],
+                depth: Depth::Volatile,
             }]
         );
         m.handle(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::imds::client::{ImdsClient, ImdsError};
-use crate::imds::fetch::MetadataCache;
+use crate::imds::fetch::{Depth, MetadataCache};
 use crate::imds::model::Instance;
 use crate::values::Mac;
 
@@ -22,6 +22,8 @@ pub(super) struct FetchRequest {
     /// Forget these MACs' cached keys (their link went away; if it comes
     /// back, it may come back with another device number).
     pub(super) forget: Vec<Mac>,
+    /// Only what is new, or the volatile keys of every ENI too.
+    pub(super) depth: Depth,
 }
 
 pub(super) type FetchResult = Result<Instance, ImdsError>;
@@ -48,7 +50,7 @@ pub(super) async fn metadata_task(
             cache.invalidate(mac);
         }
         let result = cache
-            .refresh(&client, req.static_max_age)
+            .refresh(&client, req.static_max_age, req.depth)
             .await
             .map(|instance| claims.apply(instance));
         if results.send(result).is_err() {

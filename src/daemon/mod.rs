@@ -241,8 +241,13 @@ impl<K: Kernel> Daemon<K> {
         let mut queue = VecDeque::from(commands);
         while let Some(command) = queue.pop_front() {
             match command {
-                Command::Fetch { clear, forget } => {
+                Command::Fetch {
+                    clear,
+                    forget,
+                    depth,
+                } => {
                     let req = FetchRequest {
+                        depth,
                         client: self.next_client.take(),
                         static_max_age: Duration::from_secs(
                             self.config.metadata.static_refresh_secs.max(1),

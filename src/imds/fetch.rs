@@ -19,18 +19,33 @@ use crate::values::Mac;
 
 const MACS_PATH: &str = "network/interfaces/macs/";
 
-/// How many MACs are read at once. IMDS throttles per ENI by packet rate; a
-/// handful of connections is fast and stays far from that.
+/// How many MACs are read at once, and how many keys of each: at most
+/// their product of requests in flight. IMDS throttles per ENI by packet
+/// rate; a handful of connections is fast and stays far from that, and a
+/// full read of many ENIs takes a few round trips instead of one per key.
 const MAC_CONCURRENCY: usize = 4;
+const KEY_CONCURRENCY: usize = 4;
+
+/// How much a [`MetadataCache::refresh`] reads again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Depth {
+    /// The MAC listing, and every key of the MACs not read before (or not
+    /// whole when last read); ENIs read whole before keep what that read
+    /// found. What a hot-plugged link, or one waiting for its metadata,
+    /// needs: one request while the listing has nothing new.
+    New,
+    /// Also the volatile keys of every ENI (addresses move while an
+    /// instance runs): the periodic poll.
+    Volatile,
+}
 
 /// Reads the instance: the top-level `mac`, the MAC listing, and every key of
 /// [`ENI_KEYS`] for each MAC (a 404 is an absent key).
 pub async fn fetch_instance(client: &ImdsClient) -> Result<Instance, ImdsError> {
-    let primary_mac = primary_mac(client).await?;
-    let macs = mac_listing(client).await?;
+    let (primary_mac, macs) = futures::try_join!(primary_mac(client), mac_listing(client))?;
     let enis = stream::iter(macs)
         .map(|mac| async move {
-            let keys = fetch_keys(client, mac, ENI_KEYS.iter().copied()).await?;
+            let keys = fetch_keys(client, mac, ENI_KEYS).await?;
             Ok::<_, ImdsError>(parse::eni(mac, mac == primary_mac, &keys))
         })
         .buffered(MAC_CONCURRENCY)
@@ -60,8 +75,14 @@ pub struct MetadataCache {
 struct CachedEni {
     static_keys: EniKeys,
     fetched: Instant,
+    /// The volatile keys as last read.
+    volatile: EniKeys,
     /// Whether the ENI parsed as Ready with these keys.
     ready: bool,
+    /// Ready, and with addresses: what a read of only what is new may take
+    /// from the last read. An ENI that read no addresses is asked again
+    /// every time, so that a second read confirming a removal is a read.
+    reusable: bool,
 }
 
 impl MetadataCache {
@@ -89,10 +110,14 @@ impl MetadataCache {
     /// to look again would leave a hot-plugged ENI unconfigured for minutes.
     ///
     /// On error the cache is left as it was.
+    ///
+    /// With [`Depth::New`], an ENI read whole and with addresses last time
+    /// is not asked again: its keys are the last read's.
     pub async fn refresh(
         &mut self,
         client: &ImdsClient,
         static_max_age: Duration,
+        depth: Depth,
     ) -> Result<Instance, ImdsError> {
         let primary_mac = match self.primary {
             Some(mac) => mac,
@@ -102,28 +127,55 @@ impl MetadataCache {
         let cached = &self.enis;
         let fresh: Vec<(Mac, CachedEni, EniState)> = stream::iter(macs)
             .map(|mac| {
+                let keep = cached
+                    .get(&mac)
+                    .filter(|c| c.reusable && depth == Depth::New)
+                    .cloned();
                 let reuse = cached
                     .get(&mac)
                     .filter(|c| c.ready && c.fetched.elapsed() < static_max_age)
                     .cloned();
                 async move {
-                    let entry = match reuse {
-                        Some(entry) => entry,
+                    if let Some(entry) = keep {
+                        let mut keys = entry.static_keys.clone();
+                        keys.extend(entry.volatile.clone());
+                        let state = parse::eni(mac, mac == primary_mac, &keys);
+                        return Ok::<_, ImdsError>((mac, entry, state));
+                    }
+                    // Static and volatile keys together when both are
+                    // needed: one round of concurrent requests, not two.
+                    let (entry, volatile) = match reuse {
+                        Some(entry) => {
+                            let volatile = fetch_keys(client, mac, VOLATILE_KEYS).await?;
+                            (entry, volatile)
+                        }
                         None => {
                             let fetched = Instant::now();
-                            let static_keys = fetch_keys(client, mac, static_keys()).await?;
-                            CachedEni {
+                            let all = fetch_keys(client, mac, ENI_KEYS).await?;
+                            let (volatile, static_keys): (EniKeys, EniKeys) = all
+                                .into_iter()
+                                .partition(|(k, _)| VOLATILE_KEYS.contains(&k.as_str()));
+                            let entry = CachedEni {
                                 static_keys,
                                 fetched,
+                                volatile: EniKeys::new(),
                                 ready: false,
-                            }
+                                reusable: false,
+                            };
+                            (entry, volatile)
                         }
                     };
                     let mut keys = entry.static_keys.clone();
-                    keys.extend(fetch_keys(client, mac, VOLATILE_KEYS.iter().copied()).await?);
+                    keys.extend(volatile.clone());
+                    let entry = CachedEni { volatile, ..entry };
                     let state = parse::eni(mac, mac == primary_mac, &keys);
                     let entry = CachedEni {
                         ready: matches!(state, EniState::Ready(_)),
+                        // The two removals a second read must confirm (see
+                        // `Instance::confirm_bare`).
+                        reusable: matches!(&state, EniState::Ready(e)
+                            if !e.ipv4s.is_empty()
+                                && (!e.ipv6s.is_empty() || e.subnet_v6.is_empty())),
                         ..entry
                     };
                     Ok::<_, ImdsError>((mac, entry, state))
@@ -144,14 +196,6 @@ impl MetadataCache {
             fresh.into_iter().map(|(_, _, state)| state).collect(),
         ))
     }
-}
-
-/// The keys of [`ENI_KEYS`] that are not volatile.
-fn static_keys() -> impl Iterator<Item = &'static str> {
-    ENI_KEYS
-        .iter()
-        .copied()
-        .filter(|k| !VOLATILE_KEYS.contains(k))
 }
 
 fn malformed(client: &ImdsClient, path: &str, what: String) -> ImdsError {
@@ -190,18 +234,28 @@ async fn mac_listing(client: &ImdsClient) -> Result<Vec<Mac>, ImdsError> {
     Ok(macs)
 }
 
-/// Reads `keys` of one MAC, one after another; 404s become `None`.
+/// Reads `keys` of one MAC, [`KEY_CONCURRENCY`] at a time; 404s become
+/// `None`. The first failure fails the whole read.
 async fn fetch_keys(
     client: &ImdsClient,
     mac: Mac,
-    keys: impl Iterator<Item = &str>,
+    keys: &'static [&'static str],
 ) -> Result<EniKeys, ImdsError> {
     let mut out = EniKeys::new();
-    for key in keys {
-        let value = client.get(&format!("{MACS_PATH}{mac}/{key}")).await?;
-        out.insert(key.to_string(), value);
+    for chunk in keys.chunks(KEY_CONCURRENCY) {
+        let reads = chunk.iter().map(|key| fetch_key(client, mac, key));
+        out.extend(futures::future::try_join_all(reads).await?);
     }
     Ok(out)
+}
+
+async fn fetch_key(
+    client: &ImdsClient,
+    mac: Mac,
+    key: &'static str,
+) -> Result<(String, Option<String>), ImdsError> {
+    let value = client.get(&format!("{MACS_PATH}{mac}/{key}")).await?;
+    Ok((key.to_string(), value))
 }
 
 #[cfg(test)]
@@ -210,7 +264,11 @@ mod tests {
 
     #[test]
     fn static_and_volatile_keys_partition_eni_keys() {
-        let statics: Vec<_> = static_keys().collect();
+        let statics: Vec<&str> = ENI_KEYS
+            .iter()
+            .copied()
+            .filter(|k| !VOLATILE_KEYS.contains(k))
+            .collect();
         assert_eq!(statics.len() + VOLATILE_KEYS.len(), ENI_KEYS.len());
         assert!(statics.contains(&"device-number"));
         assert!(!statics.contains(&"local-ipv4s"));
