@@ -2,7 +2,11 @@
 //! altname and takeover steps inside it) produce [`Op`]s; [`apply`] performs
 //! them through the host trait.
 
+use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 
 use ipnet::IpNet;
 use serde::Serialize;
@@ -213,13 +217,42 @@ enum OpError {
     Sysctl(SysctlError),
 }
 
+/// How many changes may be on their way to the kernel before the first of
+/// them has been answered. The kernel handles a socket's requests in the
+/// order they were sent, so sending the next one without waiting for the
+/// last one's acknowledgement changes nothing but the time it takes; the
+/// bound keeps the acknowledgements waiting to be read far below a netlink
+/// socket's receive buffer.
+const IN_FLIGHT: usize = 64;
+
+/// One change sent (or done), with its outcome still to be collected.
+enum Slot<'k> {
+    Done(Result<(), OpError>),
+    Waiting(Pin<Box<dyn Future<Output = Result<(), OpError>> + 'k>>),
+}
+
 /// Applies `ops` in order. A race (the object already exists, or is already
 /// gone) is not an error: it means someone else got there first, and the
 /// caller's next read will see it. Other failures are collected and the
 /// remaining changes still go in, so one bad object never stops the rest.
+///
+/// The netlink changes are pipelined: each is sent as soon as the one
+/// before it has been sent, and the answers are collected in order, each
+/// against the change it answers. A deletion whose replacement is still
+/// unanswered waits for that answer (a failed replacement keeps what it
+/// was to replace), and a sysctl, which is not netlink, waits for every
+/// change before it.
 pub async fn apply(kernel: &impl Kernel, ops: Vec<Op>) -> Applied {
     let mut out = Applied::default();
+    let mut pending: VecDeque<(Op, Slot<'_>)> = VecDeque::new();
     for op in ops {
+        let barrier = matches!(op, Op::SetSysctl { .. })
+            || pending.iter().any(|(sent, _)| op.replaced_by(sent));
+        if barrier {
+            while let Some(next) = pending.pop_front() {
+                settle(next, &mut out).await;
+            }
+        }
         // Additions that failed: what they were to replace stays.
         if let Some(add) = out.failed.iter().find(|add| op.replaced_by(add)) {
             out.errors.push(format!(
@@ -230,87 +263,106 @@ pub async fn apply(kernel: &impl Kernel, ops: Vec<Op>) -> Applied {
         if !matches!(op, Op::AdoptAddress(_)) {
             out.writes += 1;
         }
-        let result = match &op {
-            Op::SetLink {
-                index,
-                up,
-                group,
-                mtu,
-                ..
-            } => kernel
-                .set_link(
-                    *index,
-                    &LinkChange {
-                        up: *up,
-                        group: *group,
-                        mtu: *mtu,
-                    },
-                )
-                .await
-                .map_err(OpError::Netlink),
-            Op::SetSysctl { key, value } => {
-                kernel.write_sysctl(key, value).map_err(OpError::Sysctl)
-            }
-            Op::AddAddress(a) => kernel.add_address(a).await.map_err(OpError::Netlink),
-            Op::AddRoute(r) => kernel.add_route(r).await.map_err(OpError::Netlink),
-            Op::ReplaceRoute(r) => kernel.replace_route(r).await.map_err(OpError::Netlink),
-            Op::AddRule(r) => kernel.add_rule(r).await.map_err(OpError::Netlink),
-            // Nothing to write: the state file records it below.
-            Op::AdoptAddress(_) => Ok(()),
-            Op::DelRule(r) => kernel.del_rule(r).await.map_err(OpError::Netlink),
-            Op::DelForeignRule { rule, protocol } => kernel
-                .del_foreign_rule(rule, *protocol)
-                .await
-                .map_err(OpError::Netlink),
-            Op::DelRoute(r) => kernel.del_route(r).await.map_err(OpError::Netlink),
-            Op::DelForeignRoute {
-                route,
-                protocol,
-                metric,
-            } => kernel
-                .del_foreign_route(&KernelRoute {
-                    route: route.clone(),
-                    protocol: *protocol,
-                    metric: *metric,
-                })
-                .await
-                .map_err(OpError::Netlink),
-            Op::AddAltname { index, name, .. } => kernel
-                .set_altname(*index, name, true)
-                .await
-                .map_err(OpError::Netlink),
-            Op::DelAltname { index, name, .. } => kernel
-                .set_altname(*index, name, false)
-                .await
-                .map_err(OpError::Netlink),
-            Op::DelAddress(a) => kernel
-                .del_address(a.index, a.address)
-                .await
-                .map_err(OpError::Netlink),
+        let mut fut = Box::pin(perform(kernel, op.clone()));
+        // Polled once here: a write sends its request before it first
+        // waits, so the next change goes out right behind this one.
+        let slot = match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(result) => Slot::Done(result),
+            Poll::Pending => Slot::Waiting(fut),
         };
-        match result {
-            Ok(()) => {
-                match &op {
-                    Op::AddAddress(a) | Op::AdoptAddress(a) => {
-                        out.added_addresses.push((a.index, a.address))
-                    }
-                    Op::DelAddress(a) => out.removed_addresses.push((a.index, a.address)),
-                    _ => {}
-                }
-                out.ops.push(op);
-            }
-            Err(OpError::Netlink(e)) if e.is_race() => {
-                tracing::debug!("{op}: {e} (raced with another change; re-reading)");
-            }
-            Err(OpError::Netlink(e)) => {
-                out.errors.push(crate::error_chain(&e));
-                out.failed.push(op);
-            }
-            Err(OpError::Sysctl(e)) => {
-                out.errors.push(crate::error_chain(&e));
-                out.failed.push(op);
+        pending.push_back((op, slot));
+        if pending.len() >= IN_FLIGHT {
+            if let Some(next) = pending.pop_front() {
+                settle(next, &mut out).await;
             }
         }
     }
+    while let Some(next) = pending.pop_front() {
+        settle(next, &mut out).await;
+    }
     out
+}
+
+/// Collects one change's outcome and records it against that change.
+async fn settle((op, slot): (Op, Slot<'_>), out: &mut Applied) {
+    let result = match slot {
+        Slot::Done(result) => result,
+        Slot::Waiting(fut) => fut.await,
+    };
+    match result {
+        Ok(()) => {
+            match &op {
+                Op::AddAddress(a) | Op::AdoptAddress(a) => {
+                    out.added_addresses.push((a.index, a.address))
+                }
+                Op::DelAddress(a) => out.removed_addresses.push((a.index, a.address)),
+                _ => {}
+            }
+            out.ops.push(op);
+        }
+        Err(OpError::Netlink(e)) if e.is_race() => {
+            tracing::debug!("{op}: {e} (raced with another change; re-reading)");
+        }
+        Err(OpError::Netlink(e)) => {
+            out.errors.push(crate::error_chain(&e));
+            out.failed.push(op);
+        }
+        Err(OpError::Sysctl(e)) => {
+            out.errors.push(crate::error_chain(&e));
+            out.failed.push(op);
+        }
+    }
+}
+
+/// Carries out one change.
+async fn perform(kernel: &impl Kernel, op: Op) -> Result<(), OpError> {
+    match op {
+        Op::SetLink {
+            index,
+            up,
+            group,
+            mtu,
+            ..
+        } => kernel
+            .set_link(index, &LinkChange { up, group, mtu })
+            .await
+            .map_err(OpError::Netlink),
+        Op::SetSysctl { key, value } => kernel.write_sysctl(&key, &value).map_err(OpError::Sysctl),
+        Op::AddAddress(a) => kernel.add_address(&a).await.map_err(OpError::Netlink),
+        Op::AddRoute(r) => kernel.add_route(&r).await.map_err(OpError::Netlink),
+        Op::ReplaceRoute(r) => kernel.replace_route(&r).await.map_err(OpError::Netlink),
+        Op::AddRule(r) => kernel.add_rule(&r).await.map_err(OpError::Netlink),
+        // Nothing to write: the state file records it.
+        Op::AdoptAddress(_) => Ok(()),
+        Op::DelRule(r) => kernel.del_rule(&r).await.map_err(OpError::Netlink),
+        Op::DelForeignRule { rule, protocol } => kernel
+            .del_foreign_rule(&rule, protocol)
+            .await
+            .map_err(OpError::Netlink),
+        Op::DelRoute(r) => kernel.del_route(&r).await.map_err(OpError::Netlink),
+        Op::DelForeignRoute {
+            route,
+            protocol,
+            metric,
+        } => kernel
+            .del_foreign_route(&KernelRoute {
+                route,
+                protocol,
+                metric,
+            })
+            .await
+            .map_err(OpError::Netlink),
+        Op::AddAltname { index, name, .. } => kernel
+            .set_altname(index, &name, true)
+            .await
+            .map_err(OpError::Netlink),
+        Op::DelAltname { index, name, .. } => kernel
+            .set_altname(index, &name, false)
+            .await
+            .map_err(OpError::Netlink),
+        Op::DelAddress(a) => kernel
+            .del_address(a.index, a.address)
+            .await
+            .map_err(OpError::Netlink),
+    }
 }
