@@ -58,8 +58,10 @@ fn other(m: impl std::fmt::Display) -> io::Error {
 /// `.ci/run` installs the PyPI packages when the system Python refuses
 /// them), or `PATH`.
 fn find_program(var: &str, name: &str) -> Option<PathBuf> {
+    // Set, it is the only place looked at (a path that does not exist
+    // stands for "not installed").
     if let Some(p) = std::env::var_os(var) {
-        return Some(PathBuf::from(p));
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
     }
     let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../target/ha-venv/bin")
@@ -237,6 +239,8 @@ struct Shared {
     lag: Mutex<Duration>,
     /// Actions received by the front, in order.
     calls: Mutex<Vec<String>>,
+    /// When the front sent its answer to each accepted change, by action.
+    accepted: Mutex<BTreeMap<String, Instant>>,
     /// Per simulator: the newest generation published, so a slow
     /// publication never overwrites a newer one.
     published: Arc<Mutex<BTreeMap<String, u64>>>,
@@ -328,6 +332,7 @@ impl Ec2Lab {
             faults: Mutex::new(Vec::new()),
             lag: Mutex::new(DEFAULT_LAG),
             calls: Mutex::new(Vec::new()),
+            accepted: Mutex::new(BTreeMap::new()),
             published: Arc::new(Mutex::new(BTreeMap::new())),
             stop: AtomicBool::new(false),
             served: AtomicU64::new(0),
@@ -579,6 +584,12 @@ impl Ec2Lab {
 
     pub fn clear_faults(&self) {
         lock(&self.shared.faults).clear();
+    }
+
+    /// When the front last answered an accepted `action` (the moment the
+    /// caller's API call returns, give or take the socket).
+    pub fn accepted(&self, action: &str) -> Option<Instant> {
+        lock(&self.shared.accepted).get(action).copied()
     }
 
     /// The actions the front received so far.
@@ -1049,6 +1060,9 @@ fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
         );
         wr.write_all(format!("{head}{}", answer.body).as_bytes())?;
         wr.flush()?;
+        if answer.status == 200 && mutating(&action) {
+            lock(&shared.accepted).insert(action, Instant::now());
+        }
     }
     Ok(())
 }

@@ -23,9 +23,9 @@ use super::Session;
 use crate::world::{self, EniPlan};
 use crate::{Client, TcpServer, Vpc};
 
-const SERVICE_PORT: u16 = 80;
+pub(super) const SERVICE_PORT: u16 = 80;
 /// One request every this often.
-const PROBE_EVERY: Duration = Duration::from_millis(10);
+pub(super) const PROBE_EVERY: Duration = Duration::from_millis(10);
 /// A request not answered within this counts as lost. A lost SYN would be
 /// retransmitted only after a second; the next request 10 ms later measures
 /// the gap instead.
@@ -39,7 +39,7 @@ const SETTLE: Duration = Duration::from_millis(200);
 
 /// Both instances poll metadata often and give up on a slow answer soon, as
 /// docs/CONFIG.md recommends for a standby.
-const CONFIG: &str = "\
+pub(super) const CONFIG: &str = "\
 # A moved secondary IP shows up only in metadata: poll it often (a failover
 # script also runs `eniroute refresh`). A moved ENI is picked up at once.
 [metadata]
@@ -185,12 +185,17 @@ pub(super) fn run(s: &mut Session) -> io::Result<()> {
 
     s.routing("the standby after both failovers", &standby);
     s.done((standby_service, client, primary, standby, vpc));
-    Ok(())
+    super::ha_api::run(s)
 }
 
 /// Waits for the client to get answers from the service as it is before
 /// the failure, and records that as a check.
-fn baseline(s: &mut Session, prober: &Prober, who: &str, service: Ipv4Addr) -> io::Result<()> {
+pub(super) fn baseline(
+    s: &mut Session,
+    prober: &Prober,
+    who: &str,
+    service: Ipv4Addr,
+) -> io::Result<()> {
     let start = Instant::now();
     let mut answered = 0;
     while start.elapsed() < Duration::from_secs(3) && answered < 20 {
@@ -275,27 +280,27 @@ fn judge(s: &mut Session, samples: &[Sample], f: Failover) {
 
 /// One request of the client.
 #[derive(Debug, Clone, Copy)]
-struct Sample {
-    sent: Instant,
-    answered: Option<Instant>,
+pub(super) struct Sample {
+    pub(super) sent: Instant,
+    pub(super) answered: Option<Instant>,
 }
 
 /// The gap the client saw around a failure.
 #[derive(Debug, PartialEq, Eq)]
-struct Outage {
+pub(super) struct Outage {
     /// The last answer to a request sent before the failure.
-    last_ok: Instant,
+    pub(super) last_ok: Instant,
     /// The first answer to a request sent after it.
-    first_ok: Instant,
+    pub(super) first_ok: Instant,
     /// Requests sent after the failure and before that first answer.
-    lost: usize,
+    pub(super) lost: usize,
     /// Requests sent after the first answer, and how many of them failed.
-    after: usize,
-    lost_after: usize,
+    pub(super) after: usize,
+    pub(super) lost_after: usize,
 }
 
 impl Outage {
-    fn find(samples: &[Sample], failed: Instant) -> Option<Outage> {
+    pub(super) fn find(samples: &[Sample], failed: Instant) -> Option<Outage> {
         let last_ok = samples
             .iter()
             .filter(|x| x.sent < failed)
@@ -323,14 +328,14 @@ impl Outage {
 
 /// A client that sends one request every [`PROBE_EVERY`] from its own
 /// namespace, without waiting for earlier ones, and records each outcome.
-struct Prober {
+pub(super) struct Prober {
     stop: Arc<AtomicBool>,
     samples: Arc<Mutex<Vec<Sample>>>,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
 
 impl Prober {
-    fn start(client: &Client, dst: SocketAddr) -> io::Result<Prober> {
+    pub(super) fn start(client: &Client, dst: SocketAddr) -> io::Result<Prober> {
         let stop = Arc::new(AtomicBool::new(false));
         let samples = Arc::new(Mutex::new(Vec::new()));
         let ns = client.clone();
@@ -356,7 +361,7 @@ impl Prober {
 
     /// Waits for the first answer to a request sent after `failed` (or
     /// gives up), watches a little longer, stops and returns every sample.
-    fn finish_after_recovery(mut self, failed: Instant) -> io::Result<Vec<Sample>> {
+    pub(super) fn finish_after_recovery(mut self, failed: Instant) -> io::Result<Vec<Sample>> {
         let start = Instant::now();
         while start.elapsed() < RECOVERY_TIMEOUT && !INTERRUPTED.load(Ordering::Relaxed) {
             let recovered = self

@@ -8,6 +8,7 @@ use std::time::Instant;
 mod appliance;
 mod cross_vpc;
 mod dual_homed;
+mod ha_api;
 mod ha_failover;
 mod management;
 pub mod runner;

@@ -134,6 +134,13 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// Runs `eniroute ARGS` in `ns` against the metadata at `endpoint`.
+    pub fn run_at(&self, ns: &Netns, endpoint: &str, args: &[&str]) -> io::Result<Output> {
+        agent::run(&self.0, ns, endpoint, args)
+    }
+}
+
 /// A started agent, to stop it later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AgentId(usize);
@@ -232,8 +239,15 @@ impl<'o> Session<'o> {
         for (eni, meta) in inst.eni_meta() {
             self.say(&format!("    {}", eni_line(eni.name(), meta)));
         }
+        self.instance_ns(role, &inst.ns);
+    }
+
+    /// Registers an instance namespace built some other way (the EC2 API
+    /// lab): for `--keep`, and its agent state directory for cleanup.
+    pub fn instance_ns(&mut self, role: &str, ns: &Netns) {
+        let name = ns.name().to_string();
         self.namespaces.push((role.to_string(), name));
-        match state_dir(inst.ns.path().as_path()) {
+        match state_dir(ns.path().as_path()) {
             Ok(dir) => {
                 // The namespace is brand new, so anything stored under its
                 // inode number belongs to a dead namespace that had the same
@@ -273,19 +287,30 @@ impl<'o> Session<'o> {
         inst: &LabInstance,
         config: Option<&str>,
     ) -> io::Result<AgentId> {
+        self.start_agent_at(role, &inst.ns, &inst.endpoint, config)
+    }
+
+    /// Starts `eniroute daemon` in `ns` against the metadata at `endpoint`.
+    pub fn start_agent_at(
+        &mut self,
+        role: &str,
+        ns: &Netns,
+        endpoint: &str,
+        config: Option<&str>,
+    ) -> io::Result<AgentId> {
         self.proceed()?;
         let path = match config {
             Some(text) => Some(self.write_config(role, text)?),
             None => None,
         };
-        let daemon = Daemon::start(&self.opts.agent, &inst.ns, &inst.endpoint, path.as_deref())
-            .map_err(|e| {
+        let daemon =
+            Daemon::start(&self.opts.agent, ns, endpoint, path.as_deref()).map_err(|e| {
                 io::Error::new(
                     e.kind(),
                     format!(
                         "start {} daemon in netns {}: {e}",
                         self.opts.agent.display(),
-                        inst.ns.name()
+                        ns.name()
                     ),
                 )
             })?;
