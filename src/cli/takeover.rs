@@ -610,3 +610,101 @@ async fn routed(kernel: &impl Kernel, subject: &Subject, cfg: &Config) -> bool {
     });
     on_link && ruled
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::imds::model::EniState;
+
+    fn eni(mac: u8, device: u32, id: &str, subnet: &str, ips: &[&str]) -> Eni {
+        Eni {
+            mac: Mac::new([0x0a, 0, 0, 0, 0, mac]),
+            key: EniKey::new(0, device).unwrap(),
+            interface_id: Some(id.into()),
+            subnet_id: None,
+            vpc_id: None,
+            ipv4s: ips.iter().map(|a| a.parse().unwrap()).collect(),
+            ipv4_prefixes: vec![],
+            ipv6s: vec![],
+            ipv6_prefixes: vec![],
+            subnet_v4: Some(subnet.parse().unwrap()),
+            subnet_v6: vec![],
+            vpc_v4: vec![],
+            vpc_v6: vec![],
+        }
+    }
+
+    fn instance() -> Instance {
+        Instance::new(
+            Mac::new([0x0a, 0, 0, 0, 0, 0]),
+            vec![
+                EniState::Ready(eni(0, 0, "eni-0", "10.0.1.0/24", &["10.0.1.20"])),
+                EniState::Ready(eni(2, 3, "eni-2", "10.0.3.0/24", &["10.0.3.20"])),
+            ],
+        )
+    }
+
+    #[test]
+    fn the_address_goes_to_the_eni_whose_subnet_holds_it() {
+        let i = instance();
+        let ip: IpAddr = "10.0.3.100".parse().unwrap();
+        assert_eq!(
+            address_target(&i, ip, None)
+                .unwrap()
+                .interface_id
+                .as_deref(),
+            Some("eni-2")
+        );
+        assert_eq!(
+            address_target(&i, ip, Some("eni-2"))
+                .unwrap()
+                .interface_id
+                .as_deref(),
+            Some("eni-2")
+        );
+        let f = address_target(&i, ip, Some("eni-0")).unwrap_err();
+        assert_eq!(f.code, 2);
+        assert!(f.message.contains("not in the subnet of ENI eni-0"), "{f}");
+        let f = address_target(&i, "10.0.9.5".parse().unwrap(), None).unwrap_err();
+        assert_eq!(f.code, 2);
+        assert!(
+            f.message.contains("in none of this instance's subnets")
+                && f.message.contains("10.0.3.0/24"),
+            "{f}"
+        );
+        let f = address_target(&i, ip, Some("eni-9")).unwrap_err();
+        assert!(f.message.contains("eni-9 is not attached"), "{f}");
+    }
+
+    #[test]
+    fn a_moved_eni_takes_the_lowest_free_device_index() {
+        assert_eq!(lowest_free_device(&instance()), 1);
+    }
+
+    #[test]
+    fn ec2_refusals_map_to_exit_codes() {
+        let e = |code: &str, status| Ec2Error {
+            action: "AttachNetworkInterface",
+            endpoint: "https://ec2.eu-west-1.amazonaws.com".into(),
+            kind: crate::ec2::client::ErrorKind::Api {
+                status,
+                code: code.into(),
+                message: String::new(),
+            },
+            attempts: 1,
+        };
+        let f = ec2_failure(&e("UnauthorizedOperation", 403), "");
+        assert_eq!(f.code, EXIT_PERMISSION);
+        assert!(f.message.contains("ec2:AttachNetworkInterface"), "{f}");
+        assert_eq!(
+            ec2_failure(&e("RequestLimitExceeded", 503), "").code,
+            EXIT_THROTTLED
+        );
+        assert_eq!(
+            ec2_failure(&e("InvalidNetworkInterface.InUse", 400), "").code,
+            EXIT_IN_USE
+        );
+        assert_eq!(ec2_failure(&e("InvalidParameterValue", 400), "").code, 2);
+        assert_eq!(ec2_failure(&e("InternalError", 500), "").code, 1);
+    }
+}
