@@ -919,7 +919,15 @@ impl Shared {
             } else {
                 let published = Arc::clone(&self.published);
                 std::thread::spawn(move || {
-                    std::thread::sleep(lag);
+                    // Gives up as soon as something newer was published (an
+                    // explicit sync), so no thread holds the simulator long.
+                    let due = Instant::now() + lag;
+                    while Instant::now() < due {
+                        if lock(&published).get(&id).is_some_and(|g| *g >= generation) {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
                     publish(&published, &id, &sim, tree, generation);
                 });
             }

@@ -191,9 +191,10 @@ fn ip_takeover_routes_the_address_before_metadata_shows_it() {
     })
     .expect("standby daemon configured");
 
-    // A lag well above what the command takes on a busy machine, so that
-    // "before metadata shows it" holds by construction.
-    w.lab.set_lag(Duration::from_secs(5));
+    // Metadata lags for as long as the test says: it catches up only at
+    // the explicit sync below, so "before metadata shows it" holds however
+    // slow the machine is.
+    w.lab.set_lag(Duration::from_secs(600));
     let started = Instant::now();
     let o = takeover(&w, &["--ip", "10.0.3.100"]);
     let took = started.elapsed();
@@ -224,6 +225,7 @@ fn ip_takeover_routes_the_address_before_metadata_shows_it() {
         "{old:?}"
     );
     // Metadata confirms it later, and the old holder's metadata drops it.
+    w.lab.sync(false).unwrap();
     lab_agent::wait_for(Duration::from_secs(15), || lists(&w.standby, "10.0.3.100"))
         .expect("standby metadata shows the address");
     assert!(!lists(&w.primary, "10.0.3.100"));
@@ -396,7 +398,7 @@ fn eni_takeover_moves_the_eni_and_routes_it_before_metadata_shows_it() {
     .expect("standby daemon configured");
     let eni = w.primary.eni_id("eth1").unwrap().to_string();
 
-    w.lab.set_lag(Duration::from_secs(5));
+    w.lab.set_lag(Duration::from_secs(600));
     let o = takeover(&w, &["--eni", &eni]);
     assert!(o.status.success(), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
@@ -426,6 +428,7 @@ fn eni_takeover_moves_the_eni_and_routes_it_before_metadata_shows_it() {
         moved.attachment.and_then(|a| a.instance_id).as_deref(),
         Some(w.standby.instance_id.as_str())
     );
+    w.lab.sync(false).unwrap();
     lab_agent::wait_for(Duration::from_secs(15), || lists(&w.standby, &eni))
         .expect("standby metadata shows the ENI");
     assert!(!lists(&w.primary, &eni));
