@@ -11,6 +11,15 @@
 //! so a later move away is followed as usual), and it expires after
 //! [`CLAIM_TTL`] if metadata never does (then EC2 changed its mind, and
 //! metadata is the truth again).
+//!
+//! A claim names the instance it was made on (by its primary ENI's MAC,
+//! which never moves) and counts only there. The state directory is keyed
+//! by the network namespace's inode number, which the kernel hands to the
+//! next namespace created once the old one is gone: without that check, a
+//! namespace that inherits the number also inherited the claims of
+//! whatever instance ran there in the last minute, and a stale claim that
+//! names the same address as a fresh one made metadata look implausible
+//! (one address on two ENIs), so neither was routed.
 
 use std::collections::BTreeSet;
 use std::io;
@@ -38,6 +47,12 @@ pub struct Claim {
     pub id: String,
     /// Unix seconds after which the claim no longer applies.
     pub until: u64,
+    /// The primary ENI's MAC of the instance `takeover` ran on: anywhere
+    /// else the claim is void. Claims of older versions lack it and are
+    /// void too: they cannot tell which instance they were made on, and a
+    /// claim only ever saves the wait for metadata.
+    #[serde(default)]
+    pub instance: Option<Mac>,
     #[serde(flatten)]
     pub what: Claimed,
 }
@@ -54,7 +69,8 @@ pub enum Claimed {
 }
 
 impl Claim {
-    pub fn new(what: Claimed, now: SystemTime) -> Claim {
+    /// A claim made on the instance whose primary ENI has `instance` as MAC.
+    pub fn new(what: Claimed, instance: Mac, now: SystemTime) -> Claim {
         let at = now.duration_since(UNIX_EPOCH).unwrap_or_default();
         Claim {
             id: format!(
@@ -64,12 +80,19 @@ impl Claim {
                 std::process::id()
             ),
             until: (at + CLAIM_TTL).as_secs(),
+            instance: Some(instance),
             what,
         }
     }
 
     fn expired(&self, now: SystemTime) -> bool {
         now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() >= self.until
+    }
+
+    /// Whether the claim was made on the instance whose primary ENI has
+    /// this MAC.
+    fn made_on(&self, primary_mac: Mac) -> bool {
+        self.instance == Some(primary_mac)
     }
 }
 
@@ -83,11 +106,14 @@ pub fn load(dir: &Path) -> Vec<Claim> {
         .unwrap_or_default()
 }
 
-/// Adds `claim` to `dir`'s claims, dropping expired ones and earlier claims
-/// for the same address or ENI; atomically (write, then rename).
+/// Adds `claim` to `dir`'s claims, dropping expired ones, earlier claims
+/// for the same address or ENI, and claims another instance left behind
+/// (see the module's notes); atomically (write, then rename).
 pub fn add(dir: &Path, claim: Claim, now: SystemTime) -> io::Result<()> {
     let mut claims = load(dir);
-    claims.retain(|c| !c.expired(now) && !same_subject(&c.what, &claim.what));
+    claims.retain(|c| {
+        !c.expired(now) && !same_subject(&c.what, &claim.what) && c.instance == claim.instance
+    });
     claims.push(claim);
     let text = serde_json::to_vec_pretty(&claims).map_err(io::Error::other)?;
     let path = dir.join(FILE);
@@ -114,8 +140,9 @@ impl Confirmed {
     }
 }
 
-/// `instance` with every live, unconfirmed claim applied. A claim that
-/// metadata already shows is marked confirmed and never applied again.
+/// `instance` with every live, unconfirmed claim made on it applied. A
+/// claim that metadata already shows is marked confirmed and never applied
+/// again.
 pub fn merge(
     instance: Instance,
     claims: &[Claim],
@@ -124,7 +151,9 @@ pub fn merge(
 ) -> Instance {
     let live: Vec<&Claim> = claims
         .iter()
-        .filter(|c| !c.expired(now) && !confirmed.0.contains(&c.id))
+        .filter(|c| {
+            !c.expired(now) && c.made_on(instance.primary_mac) && !confirmed.0.contains(&c.id)
+        })
         .collect();
     if live.is_empty() {
         return instance;
@@ -274,9 +303,11 @@ mod tests {
         }
     }
 
+    const PRIMARY: Mac = Mac::new([0x0a, 0, 0, 0, 0, 0]);
+
     fn instance(enis: Vec<Eni>) -> Instance {
         Instance::new(
-            Mac::new([0x0a, 0, 0, 0, 0, 0]),
+            PRIMARY,
             enis.into_iter().map(EniState::Ready).collect(),
         )
     }
@@ -294,6 +325,7 @@ mod tests {
                 mac: Mac::new([0x0a, 0, 0, 0, 0, 2]),
                 address: "10.0.3.100".parse().unwrap(),
             },
+            PRIMARY,
             now,
         );
         let mut confirmed = Confirmed::new();
@@ -349,6 +381,7 @@ mod tests {
                 mac: Mac::new([0x0a, 0, 0, 0, 0, 2]),
                 address: "10.0.3.100".parse().unwrap(),
             },
+            PRIMARY,
             now,
         );
         let before = instance(vec![
@@ -364,7 +397,7 @@ mod tests {
     fn an_eni_claim_adds_the_eni_until_metadata_lists_it() {
         let now = SystemTime::now();
         let moved = eni(5, 1, &["10.0.3.50"]);
-        let claim = Claim::new(Claimed::Eni { eni: moved.clone() }, now);
+        let claim = Claim::new(Claimed::Eni { eni: moved.clone() }, PRIMARY, now);
         let mut confirmed = Confirmed::new();
         let lagging = instance(vec![eni(0, 0, &["10.0.1.10"])]);
         let merged = merge(
@@ -382,6 +415,51 @@ mod tests {
         );
     }
 
+    /// The state directory of a namespace that reuses a gone namespace's
+    /// inode number still holds that namespace's claims: an ENI moved to
+    /// another simulated instance a moment ago, with the same address as
+    /// the one moved here now. Only the claim made here counts, so the ENI
+    /// is not held back as "one address on two ENIs".
+    #[test]
+    fn a_claim_counts_only_on_the_instance_it_was_made_on() {
+        let now = SystemTime::now();
+        let elsewhere = Mac::new([0x0b, 0, 0, 0, 0, 0]);
+        let stale = Claim::new(
+            Claimed::Eni {
+                eni: eni(7, 2, &["10.0.3.50"]),
+            },
+            elsewhere,
+            now,
+        );
+        let moved = eni(5, 2, &["10.0.3.50"]);
+        let fresh = Claim::new(Claimed::Eni { eni: moved.clone() }, PRIMARY, now);
+        let lagging = instance(vec![eni(0, 0, &["10.0.1.10"])]);
+        let merged = merge(
+            lagging.clone(),
+            &[stale.clone(), fresh.clone()],
+            now,
+            &mut Confirmed::new(),
+        );
+        assert_eq!(ready(&merged, 5), Some(&moved));
+        assert_eq!(merged.get(Mac::new([0x0a, 0, 0, 0, 0, 7])), None);
+        // Nor does a claim that does not name its instance (older versions
+        // wrote those into the same directories).
+        let mut old = fresh.clone();
+        old.instance = None;
+        assert_eq!(
+            merge(lagging.clone(), &[old], now, &mut Confirmed::new()),
+            lagging
+        );
+
+        // Writing a claim drops what another instance left behind.
+        let dir = std::env::temp_dir().join(format!("eniroute-claims-ns-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        add(&dir, stale, now).unwrap();
+        add(&dir, fresh.clone(), now).unwrap();
+        assert_eq!(load(&dir), vec![fresh]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn claims_file_keeps_one_claim_per_subject() {
         let dir = std::env::temp_dir().join(format!("eniroute-claims-{}", std::process::id()));
@@ -391,8 +469,8 @@ mod tests {
             mac: Mac::new([0x0a, 0, 0, 0, 0, mac]),
             address: "10.0.3.100".parse().unwrap(),
         };
-        add(&dir, Claim::new(a(1), now), now).unwrap();
-        add(&dir, Claim::new(a(2), now), now).unwrap();
+        add(&dir, Claim::new(a(1), PRIMARY, now), now).unwrap();
+        add(&dir, Claim::new(a(2), PRIMARY, now), now).unwrap();
         let claims = load(&dir);
         assert_eq!(claims.len(), 1);
         assert_eq!(claims[0].what, a(2));

@@ -375,7 +375,6 @@ fn ip_takeover_faults_exit_with_their_codes_and_change_nothing() {
 }
 
 #[test]
-#[ignore = "intermittent: about one run in two the daemon does not route the moved ENI from the claim before metadata shows it; run with --ignored while that is open"]
 fn eni_takeover_moves_the_eni_and_routes_it_before_metadata_shows_it() {
     if !need_root("eni_takeover_moves_the_eni_and_routes_it_before_metadata_shows_it")
         || !need_moto("eni_takeover_moves_the_eni_and_routes_it_before_metadata_shows_it")
@@ -401,7 +400,7 @@ fn eni_takeover_moves_the_eni_and_routes_it_before_metadata_shows_it() {
 
     w.lab.set_lag(Duration::from_secs(600));
     let o = takeover(&w, &["--eni", &eni]);
-    assert!(o.status.success(), "{}", text(&o));
+    assert!(o.status.success(), "{}\ndaemon log:\n{}", text(&o), daemon.log());
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
         out.contains(&format!(

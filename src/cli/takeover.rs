@@ -233,6 +233,7 @@ async fn take_address(
     route_here(
         cfg,
         imds,
+        instance.primary_mac,
         Claimed::Address {
             mac: target.mac,
             address: ip,
@@ -433,6 +434,7 @@ async fn take_eni(
     route_here(
         cfg,
         imds,
+        instance.primary_mac,
         Claimed::Eni { eni: moved },
         &subject,
         ENI_WAIT,
@@ -509,11 +511,13 @@ struct Subject {
     what: String,
 }
 
-/// Records the claim, has it applied (by the daemon, or here), and waits
-/// until the kernel routes it.
+/// Records the claim (made on the instance whose primary ENI has
+/// `primary_mac`), has it applied (by the daemon, or here), and waits until
+/// the kernel routes it.
 async fn route_here(
     cfg: &Config,
     imds: &ImdsClient,
+    primary_mac: Mac,
     claimed: Claimed,
     subject: &Subject,
     wait: Duration,
@@ -531,7 +535,7 @@ async fn route_here(
     };
     let dir = state::run_dir().map_err(|e| not_routed(format!("no state directory: {e}")))?;
     let now = SystemTime::now();
-    claim::add(&dir, Claim::new(claimed, now), now).map_err(|e| {
+    claim::add(&dir, Claim::new(claimed, primary_mac, now), now).map_err(|e| {
         not_routed(format!(
             "its claim could not be written to {}: {e}",
             dir.display()
