@@ -306,10 +306,7 @@ mod tests {
     const PRIMARY: Mac = Mac::new([0x0a, 0, 0, 0, 0, 0]);
 
     fn instance(enis: Vec<Eni>) -> Instance {
-        Instance::new(
-            PRIMARY,
-            enis.into_iter().map(EniState::Ready).collect(),
-        )
+        Instance::new(PRIMARY, enis.into_iter().map(EniState::Ready).collect())
     }
 
     fn ready(i: &Instance, mac: u8) -> Option<&Eni> {

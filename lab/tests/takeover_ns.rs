@@ -400,7 +400,12 @@ fn eni_takeover_moves_the_eni_and_routes_it_before_metadata_shows_it() {
 
     w.lab.set_lag(Duration::from_secs(600));
     let o = takeover(&w, &["--eni", &eni]);
-    assert!(o.status.success(), "{}\ndaemon log:\n{}", text(&o), daemon.log());
+    assert!(
+        o.status.success(),
+        "{}\ndaemon log:\n{}",
+        text(&o),
+        daemon.log()
+    );
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
         out.contains(&format!(
