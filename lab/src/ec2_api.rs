@@ -11,19 +11,30 @@
 //! its role credentials. Faults (errors, throttling, dropped connections)
 //! can be injected per action.
 //!
+//! Where moto 5.2 falls short of EC2, the front makes up the difference:
+//! a reassigned private IPv4 leaves its old ENI; an IPv6 address another
+//! ENI holds, or one outside the subnet's IPv6 block, is refused
+//! (`InvalidIPAddress.InUse`, `InvalidParameterValue`); and
+//! DescribeNetworkInterfaces' filter `ipv6-addresses.ipv6-address`, on
+//! which moto fails, is applied by the front. IPv6 follows moto's state
+//! like IPv4: a subnet given a block ([`Ec2Lab::subnet_ipv6`]) has its
+//! ENIs' addresses routed to them by the router (which answers as
+//! `fe80:ec2::1` on their ports) and listed in metadata (`ipv6s`,
+//! `subnet-ipv6-cidr-blocks`, `vpc-ipv6-cidr-blocks`).
+//!
 //! moto runs as a child process on a port of its own, killed by pid when
 //! the lab is dropped.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde_json::{json, Value};
 
 use eniroute::ec2::api::NetworkInterface;
@@ -210,6 +221,22 @@ struct Wire {
     /// The instance whose namespace holds the link; `None`: parked.
     at: Option<String>,
     addrs: Vec<Ipv4Addr>,
+    /// IPv6 addresses the router sends to this ENI.
+    addrs6: Vec<Ipv6Addr>,
+    /// The router's end answers as the subnet's IPv6 router.
+    v6: bool,
+}
+
+impl Wire {
+    fn new(eni: vpc::Eni, at: Option<String>, addrs: Vec<Ipv4Addr>) -> Wire {
+        Wire {
+            eni,
+            at,
+            addrs,
+            addrs6: Vec::new(),
+            v6: false,
+        }
+    }
 }
 
 struct HostState {
@@ -222,6 +249,10 @@ struct World {
     vpc_id: String,
     vpc_cidrs: Vec<Ipv4Net>,
     subnets: BTreeMap<String, (Ipv4Net, String)>,
+    /// The VPC's IPv6 block (EC2 hands out a /56), once one was asked for.
+    vpc_v6: Option<Ipv6Net>,
+    /// Subnet id → its IPv6 blocks.
+    subnets_v6: BTreeMap<String, Vec<Ipv6Net>>,
     hosts: BTreeMap<String, HostState>,
     enis: BTreeMap<String, Wire>,
     parked: Option<Instance>,
@@ -449,14 +480,7 @@ impl Ec2Lab {
                 addresses: addrs.clone(),
             },
         )?;
-        w.enis.insert(
-            id.clone(),
-            Wire {
-                eni: wire,
-                at: None,
-                addrs,
-            },
-        );
+        w.enis.insert(id.clone(), Wire::new(wire, None, addrs));
         Ok(id)
     }
 
@@ -525,11 +549,7 @@ impl Ec2Lab {
             let mut w = lock(&self.shared.world);
             w.enis.insert(
                 primary_id,
-                Wire {
-                    eni: eth0,
-                    at: Some(instance_id.clone()),
-                    addrs: primary.ipv4s,
-                },
+                Wire::new(eth0, Some(instance_id.clone()), primary.ipv4s),
             );
             w.hosts.insert(
                 instance_id.clone(),
@@ -568,6 +588,62 @@ impl Ec2Lab {
             .into_iter()
             .find(|e| e.id == id)
             .ok_or_else(|| other(format!("moto knows no ENI {id}")))
+    }
+
+    /// Gives the subnet `cidr` an IPv6 block: a /64 of the VPC's /56, which
+    /// EC2 (moto) picks when the first subnet asks for one. Returns the /64.
+    pub fn subnet_ipv6(&self, cidr: &str) -> io::Result<Ipv6Net> {
+        let (subnet_id, _, _) = self.subnet_of(cidr)?;
+        let (vpc_id, vpc_v6, taken) = {
+            let w = lock(&self.shared.world);
+            (w.vpc_id.clone(), w.vpc_v6, w.subnets_v6.len())
+        };
+        let vpc_v6 = match vpc_v6 {
+            Some(n) => n,
+            None => {
+                let text = self
+                    .rt
+                    .block_on(self.api.call(
+                        "AssociateVpcCidrBlock",
+                        &[
+                            p("VpcId", &vpc_id),
+                            p("AmazonProvidedIpv6CidrBlock", "true"),
+                        ],
+                    ))
+                    .map_err(other)?;
+                let n: Ipv6Net = xml_value(&text, "ipv6CidrBlock")?.parse().map_err(other)?;
+                lock(&self.shared.world).vpc_v6 = Some(n);
+                n
+            }
+        };
+        let net = vpc_v6
+            .subnets(64)
+            .map_err(other)?
+            .nth(taken + 1)
+            .ok_or_else(|| other(format!("no /64 left in {vpc_v6}")))?;
+        self.rt
+            .block_on(self.api.call(
+                "AssociateSubnetCidrBlock",
+                &[p("SubnetId", &subnet_id), p("Ipv6CidrBlock", net)],
+            ))
+            .map_err(other)?;
+        lock(&self.shared.world)
+            .subnets_v6
+            .insert(subnet_id, vec![net]);
+        Ok(net)
+    }
+
+    /// Assigns IPv6 addresses to an ENI (set-up: straight to moto, not
+    /// through the front), and makes the data plane and metadata follow.
+    pub fn assign_ipv6(&self, eni_id: &str, addrs: &[Ipv6Addr]) -> io::Result<()> {
+        let mut params = vec![p("NetworkInterfaceId", eni_id)];
+        for (i, a) in addrs.iter().enumerate() {
+            params.push(p(&format!("Ipv6Addresses.{}", i + 1), a));
+        }
+        self.rt
+            .block_on(self.api.call("AssignIpv6Addresses", &params))
+            .map_err(other)?;
+        self.sync(false)
     }
 
     /// Makes the data plane and every instance's metadata follow moto now;
@@ -724,6 +800,52 @@ impl Shared {
                 }
                 Ok(None)
             }
+            // moto 5.2 assigns an IPv6 address that another ENI holds (to
+            // both) and one outside the subnet's block; EC2 refuses both
+            // (and has no reassignment for IPv6: the holder must unassign
+            // it first).
+            "AssignIpv6Addresses" => {
+                let Some(eni_id) = params.get("NetworkInterfaceId") else {
+                    return Ok(None);
+                };
+                let all = rt.block_on(api.describe_network_interfaces(&[]))?;
+                let Some(eni) = all.iter().find(|e| &e.id == eni_id) else {
+                    return Ok(None);
+                };
+                let blocks = lock(&self.world)
+                    .subnets_v6
+                    .get(&eni.subnet_id)
+                    .cloned()
+                    .unwrap_or_default();
+                for (k, v) in params {
+                    if !k.starts_with("Ipv6Addresses.") {
+                        continue;
+                    }
+                    let Ok(addr) = v.parse::<Ipv6Addr>() else {
+                        continue;
+                    };
+                    if !blocks.iter().any(|n| n.contains(&addr)) {
+                        return Ok(Some(Answer::error(
+                            400,
+                            "InvalidParameterValue",
+                            &format!(
+                                "Address {addr} does not fall within the subnet's IPv6 address range"
+                            ),
+                        )));
+                    }
+                    if let Some(h) = all
+                        .iter()
+                        .find(|e| e.id != eni.id && e.ipv6s.contains(&addr))
+                    {
+                        return Ok(Some(Answer::error(
+                            400,
+                            "InvalidIPAddress.InUse",
+                            &format!("Address {addr} is in use by {}", h.id),
+                        )));
+                    }
+                }
+                Ok(None)
+            }
             "AttachNetworkInterface" => {
                 let (Some(eni_id), Some(instance)) =
                     (params.get("NetworkInterfaceId"), params.get("InstanceId"))
@@ -808,6 +930,46 @@ impl Shared {
         Ok(())
     }
 
+    /// The router sends each of `addrs` to this ENI (the VPC's IPv6 side:
+    /// the router answers as `fe80:ec2::1` on the ENI's port).
+    fn route_ipv6(&self, wire: &mut Wire, addrs: &[Ipv6Addr]) -> io::Result<()> {
+        if addrs.is_empty() {
+            return Ok(());
+        }
+        if !wire.v6 {
+            self.vpc.eni_ipv6(&wire.eni, &[])?;
+            wire.v6 = true;
+        }
+        let port = wire.eni.port().to_string();
+        let new: Vec<Ipv6Addr> = addrs
+            .iter()
+            .filter(|a| !wire.addrs6.contains(a))
+            .copied()
+            .collect();
+        for a in new {
+            // One replace: a moved address has no moment without a route.
+            self.vpc
+                .router()
+                .ip(["-6", "route", "replace", &format!("{a}/128"), "dev", &port])?;
+            // Known, as the VPC knows every address's ENI: no neighbour
+            // discovery on the first packet after a move.
+            self.vpc.router().ip([
+                "-6",
+                "neigh",
+                "replace",
+                &a.to_string(),
+                "lladdr",
+                &wire.eni.mac().to_string(),
+                "dev",
+                &port,
+                "nud",
+                "permanent",
+            ])?;
+            wire.addrs6.push(a);
+        }
+        Ok(())
+    }
+
     fn sync(&self, api: &Ec2Client, rt: &tokio::runtime::Runtime, lagged: bool) -> io::Result<()> {
         let all = rt
             .block_on(api.describe_network_interfaces(&[]))
@@ -861,6 +1023,26 @@ impl Shared {
                     x.addrs.push(*addr);
                 }
             }
+            if let Some(wire) = w.enis.get_mut(&e.id) {
+                self.route_ipv6(wire, &e.ipv6s)?;
+            }
+        }
+        // An IPv6 address gone from its ENI: its route goes too, unless
+        // another ENI holds it now (then the route was replaced above).
+        let held: Vec<Ipv6Addr> = all.iter().flat_map(|e| e.ipv6s.clone()).collect();
+        for (id, wire) in w.enis.iter_mut() {
+            let now: Vec<Ipv6Addr> = all
+                .iter()
+                .find(|e| &e.id == id)
+                .map(|e| e.ipv6s.clone())
+                .unwrap_or_default();
+            for gone in wire.addrs6.clone().iter().filter(|a| !now.contains(a)) {
+                if !held.contains(gone) {
+                    let host = format!("{gone}/128");
+                    let _ = self.vpc.router().ip(["-6", "route", "del", &host]);
+                }
+                wire.addrs6.retain(|a| a != gone);
+            }
         }
         // Metadata, derived from the same state.
         w.generation += 1;
@@ -868,6 +1050,8 @@ impl Shared {
         let mut trees = Vec::new();
         for (id, h) in &w.hosts {
             let mut metas: Vec<EniMeta> = Vec::new();
+            // What `EniMeta` does not carry: (MAC, IPv6s, subnet blocks).
+            let mut v6: Vec<(Mac, Vec<Ipv6Addr>, Vec<Ipv6Net>)> = Vec::new();
             for e in &all {
                 let Some(a) = e.attachment.as_ref().filter(|a| {
                     a.instance_id.as_deref() == Some(id.as_str()) && a.status == "attached"
@@ -877,6 +1061,9 @@ impl Shared {
                 let Some((subnet, _)) = w.subnets.get(&e.subnet_id) else {
                     continue;
                 };
+                if let Some(blocks) = w.subnets_v6.get(&e.subnet_id) {
+                    v6.push((e.mac, e.ipv6s.clone(), blocks.clone()));
+                }
                 metas.push(EniMeta {
                     mac: e.mac,
                     eni_id: e.id.clone(),
@@ -895,6 +1082,28 @@ impl Shared {
                 .map(|m| m.mac)
                 .unwrap_or(Mac::new([0; 6]));
             let mut tree = instance_tree(id, primary, &metas);
+            for (mac, addrs, blocks) in v6 {
+                let Some(eni) = tree
+                    .pointer_mut(&format!("/network/interfaces/macs/{mac}"))
+                    .and_then(Value::as_object_mut)
+                else {
+                    continue;
+                };
+                let text = |v: Vec<String>| json!(v);
+                eni.insert(
+                    "subnet-ipv6-cidr-blocks".into(),
+                    text(blocks.iter().map(ToString::to_string).collect()),
+                );
+                if let Some(vpc) = w.vpc_v6 {
+                    eni.insert("vpc-ipv6-cidr-blocks".into(), text(vec![vpc.to_string()]));
+                }
+                if !addrs.is_empty() {
+                    eni.insert(
+                        "ipv6s".into(),
+                        text(addrs.iter().map(ToString::to_string).collect()),
+                    );
+                }
+            }
             if let Some(obj) = tree.as_object_mut() {
                 obj.insert(
                     "placement".into(),
@@ -1075,6 +1284,34 @@ fn serve(stream: TcpStream, shared: &Shared) -> io::Result<()> {
     Ok(())
 }
 
+/// DescribeNetworkInterfaces' answer when no ENI matches.
+const NO_ENIS: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<DescribeNetworkInterfacesResponse xmlns=\"http://ec2.amazonaws.com/doc/2016-11-15/\"><requestId>lab-front</requestId><networkInterfaceSet/></DescribeNetworkInterfacesResponse>";
+
+/// For DescribeNetworkInterfaces with the filter
+/// `ipv6-addresses.ipv6-address`: its values, and the other parameters.
+fn ipv6_filter(
+    params: &BTreeMap<String, String>,
+) -> Option<(Vec<Ipv6Addr>, BTreeMap<String, String>)> {
+    if params.get("Action").map(String::as_str) != Some("DescribeNetworkInterfaces") {
+        return None;
+    }
+    let (name_key, _) = params.iter().find(|(k, v)| {
+        k.starts_with("Filter.") && k.ends_with(".Name") && *v == "ipv6-addresses.ipv6-address"
+    })?;
+    let prefix = name_key.trim_end_matches("Name").to_string();
+    let wanted = params
+        .iter()
+        .filter(|(k, _)| k.starts_with(&format!("{prefix}Value.")))
+        .filter_map(|(_, v)| v.parse().ok())
+        .collect();
+    let rest = params
+        .iter()
+        .filter(|(k, _)| !k.starts_with(&prefix))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Some((wanted, rest))
+}
+
 fn handle(
     shared: &Shared,
     api: &Ec2Client,
@@ -1090,7 +1327,44 @@ fn handle(
         Ok(None) => {}
         Err(e) => return internal(e.to_string()),
     }
-    let mut post = http.post(&shared.moto_url).body(req.body.clone());
+    let body = match ipv6_filter(params) {
+        None => req.body.clone(),
+        Some((wanted, mut rest)) => {
+            // moto 5.2 fails (500) on DescribeNetworkInterfaces' filter
+            // `ipv6-addresses.ipv6-address`: the front applies it, asking
+            // moto for the ENIs that match by id instead.
+            let all = match rt.block_on(api.describe_network_interfaces(&[])) {
+                Ok(all) => all,
+                Err(e) => return internal(e.to_string()),
+            };
+            let named: Vec<&String> = rest
+                .iter()
+                .filter(|(k, _)| k.starts_with("NetworkInterfaceId."))
+                .map(|(_, v)| v)
+                .collect();
+            let matching: Vec<String> = all
+                .iter()
+                .filter(|e| e.ipv6s.iter().any(|a| wanted.contains(a)))
+                .filter(|e| named.is_empty() || named.contains(&&e.id))
+                .map(|e| e.id.clone())
+                .collect();
+            if matching.is_empty() {
+                return Answer {
+                    status: 200,
+                    body: NO_ENIS.to_string(),
+                };
+            }
+            rest.retain(|k, _| !k.starts_with("NetworkInterfaceId."));
+            for (i, id) in matching.iter().enumerate() {
+                rest.insert(format!("NetworkInterfaceId.{}", i + 1), id.clone());
+            }
+            url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(&rest)
+                .finish()
+                .into_bytes()
+        }
+    };
+    let mut post = http.post(&shared.moto_url).body(body);
     for (k, v) in &req.headers {
         if matches!(
             k.as_str(),
@@ -1116,4 +1390,56 @@ fn handle(
         }
     }
     Answer { status, body }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_ipv6_address_filter_is_taken_out_of_the_request() {
+        let (wanted, rest) = ipv6_filter(&params(&[
+            ("Action", "DescribeNetworkInterfaces"),
+            ("Filter.1.Name", "subnet-id"),
+            ("Filter.1.Value.1", "subnet-1"),
+            ("Filter.2.Name", "ipv6-addresses.ipv6-address"),
+            ("Filter.2.Value.1", "2001:db8::100"),
+            ("Filter.2.Value.2", "2001:db8::101"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            wanted,
+            vec![
+                "2001:db8::100".parse::<Ipv6Addr>().unwrap(),
+                "2001:db8::101".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            rest,
+            params(&[
+                ("Action", "DescribeNetworkInterfaces"),
+                ("Filter.1.Name", "subnet-id"),
+                ("Filter.1.Value.1", "subnet-1"),
+            ])
+        );
+        // Other filters and actions go to moto as they are.
+        assert!(ipv6_filter(&params(&[
+            ("Action", "DescribeNetworkInterfaces"),
+            ("Filter.1.Name", "private-ip-address"),
+            ("Filter.1.Value.1", "10.0.3.100"),
+        ]))
+        .is_none());
+        assert!(ipv6_filter(&params(&[
+            ("Action", "DescribeSubnets"),
+            ("Filter.1.Name", "ipv6-addresses.ipv6-address"),
+        ]))
+        .is_none());
+    }
 }

@@ -10,7 +10,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener};
 use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -33,8 +33,8 @@ fn need_moto(test: &str) -> bool {
     false
 }
 
-/// A server on port 80 that answers every connection with its name, so the
-/// client can tell which instance answered.
+/// A server on port 80 (IPv4 and IPv6) that answers every connection with
+/// its name, so the client can tell which instance answered.
 struct Named {
     stop: Arc<AtomicBool>,
     addr: SocketAddr,
@@ -42,10 +42,7 @@ struct Named {
 }
 
 fn named_server(ns: &Instance, name: &'static str) -> Named {
-    let listener = ns
-        .run_in(|| TcpListener::bind("0.0.0.0:80"))
-        .unwrap()
-        .unwrap();
+    let listener = ns.run_in(|| TcpListener::bind("[::]:80")).unwrap().unwrap();
     let addr = listener.local_addr().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let halt = Arc::clone(&stop);
@@ -78,7 +75,7 @@ impl Drop for Named {
 
 /// Who answers at `ip:80` from the client, if anyone (within 300 ms).
 fn who(client: &Client, ip: &str) -> Option<String> {
-    let dst: SocketAddr = format!("{ip}:80").parse().unwrap();
+    let dst = SocketAddr::new(ip.parse::<IpAddr>().unwrap(), 80);
     client
         .run_in(move || {
             let mut s =
@@ -231,6 +228,195 @@ fn ip_takeover_routes_the_address_before_metadata_shows_it() {
     assert!(!lists(&w.primary, "10.0.3.100"));
     assert_eq!(who(&w.client, "10.0.3.100").as_deref(), Some("standby"));
     drop(daemon);
+}
+
+/// The IPv6 lab: the subnet 10.0.3.0/24 of [`world`] gets an IPv6 /64 (a
+/// block of the VPC's, as EC2 hands them out), the primary's eth2 holds
+/// its own address and the floating one, the standby's eth2 its own, and
+/// the client an IPv6 address of its own network behind the router.
+struct World6 {
+    w: World,
+    floating: Ipv6Addr,
+    standby_own: Ipv6Addr,
+}
+
+const CLIENT_V6: &str = "2001:db8:c::10";
+
+fn world6() -> World6 {
+    let w = world();
+    let net = w.lab.subnet_ipv6("10.0.3.0/24").unwrap();
+    let host = |n: u128| Ipv6Addr::from(u128::from(net.network()) + n);
+    let (primary_own, standby_own, floating) = (host(0x10), host(0x20), host(0x100));
+    w.lab
+        .assign_ipv6(w.primary.eni_id("eth2").unwrap(), &[primary_own, floating])
+        .unwrap();
+    w.lab
+        .assign_ipv6(w.standby.eni_id("eth2").unwrap(), &[standby_own])
+        .unwrap();
+    w.lab
+        .vpc
+        .client_ipv6(&w.client, format!("{CLIENT_V6}/64").parse().unwrap())
+        .unwrap();
+    World6 {
+        w,
+        floating,
+        standby_own,
+    }
+}
+
+#[test]
+fn ipv6_takeover_moves_the_address_from_its_holder_and_routes_it_here() {
+    if !need_root("ipv6_takeover_moves_the_address_from_its_holder_and_routes_it_here")
+        || !need_moto("ipv6_takeover_moves_the_address_from_its_holder_and_routes_it_here")
+    {
+        return;
+    }
+    let World6 {
+        w,
+        floating,
+        standby_own,
+    } = world6();
+    let ip = floating.to_string();
+    common::apply(&w.primary.ns, &w.primary.endpoint);
+    common::apply(&w.standby.ns, &w.standby.endpoint);
+    let _p = named_server(&w.primary.ns, "primary");
+    let _s = named_server(&w.standby.ns, "standby");
+    assert_eq!(who(&w.client, &ip).as_deref(), Some("primary"));
+    let primary_eth2 = w.primary.eni_id("eth2").unwrap().to_string();
+    let standby_eth2 = w.standby.eni_id("eth2").unwrap().to_string();
+
+    let daemon = Daemon::start(common::bin(), &w.standby.ns, &w.standby.endpoint, None).unwrap();
+    lab_agent::wait_for(Duration::from_secs(5), || {
+        w.standby
+            .ns
+            .ip(["-6", "rule"])
+            .unwrap_or_default()
+            .contains(&standby_own.to_string())
+    })
+    .expect("standby daemon configured");
+
+    w.lab.set_lag(Duration::from_secs(600));
+    let o = takeover(&w, &["--ip", &ip]);
+    assert!(
+        o.status.success(),
+        "{}\ndaemon log:\n{}",
+        text(&o),
+        daemon.log()
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains(&format!("EC2 unassigned {ip} from {primary_eth2}")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("EC2 assigned {ip} to {standby_eth2}")),
+        "{out}"
+    );
+    assert!(out.contains("told the eniroute daemon"), "{out}");
+    assert!(out.contains("is routed here"), "{out}");
+    assert!(
+        !lists(&w.standby, &ip),
+        "metadata already showed the address; the test proves nothing"
+    );
+    // A real TCP connection over IPv6 reaches the standby, whose answer
+    // leaves through eth2 (its table's default via the subnet's IPv6
+    // router: eth0 has no IPv6 at all).
+    assert_eq!(who(&w.client, &ip).as_deref(), Some("standby"));
+    assert_eq!(common::dev_for(&w.standby.ns, CLIENT_V6, Some(&ip)), "eth2");
+    let held = |id: &str| w.lab.describe(id).unwrap().ipv6s.contains(&floating);
+    assert!(held(&standby_eth2));
+    assert!(!held(&primary_eth2));
+
+    // Metadata catches up; the old holder's agent then takes the address
+    // off its link, and the client still reaches the standby.
+    w.lab.sync(false).unwrap();
+    lab_agent::wait_for(Duration::from_secs(15), || lists(&w.standby, &ip))
+        .expect("standby metadata shows the address");
+    assert!(!lists(&w.primary, &ip));
+    assert!(w.primary.ns.ip(["-6", "addr"]).unwrap().contains(&ip));
+    common::apply(&w.primary.ns, &w.primary.endpoint);
+    let left = w.primary.ns.ip(["-6", "addr"]).unwrap();
+    assert!(!left.contains(&ip), "{left}");
+    assert_eq!(who(&w.client, &ip).as_deref(), Some("standby"));
+    drop(daemon);
+}
+
+#[test]
+fn ipv6_takeover_refusals_and_half_way() {
+    if !need_root("ipv6_takeover_refusals_and_half_way")
+        || !need_moto("ipv6_takeover_refusals_and_half_way")
+    {
+        return;
+    }
+    let World6 { w, floating, .. } = world6();
+    let ip = floating.to_string();
+    common::apply(&w.primary.ns, &w.primary.endpoint);
+    common::apply(&w.standby.ns, &w.standby.endpoint);
+    let _p = named_server(&w.primary.ns, "primary");
+    let _s = named_server(&w.standby.ns, "standby");
+    let primary_eth2 = w.primary.eni_id("eth2").unwrap().to_string();
+    let before = common::dumps(&w.standby.ns);
+    let unchanged = |case: &str, o: &Output| {
+        assert_eq!(common::dumps(&w.standby.ns), before, "{case}: {}", text(o));
+        assert!(
+            stderr(o).contains("nothing was changed"),
+            "{case}: {}",
+            text(o)
+        );
+    };
+
+    // In no subnet of this instance: exit 2 before any API call.
+    let o = takeover(&w, &["--ip", "2001:db8:ffff::1"]);
+    assert_eq!(code(&o), Some(2), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("2001:db8:ffff::1 is in none of this instance's subnets"),
+        "{}",
+        text(&o)
+    );
+    unchanged("outside every subnet", &o);
+    assert_eq!(who(&w.client, &ip).as_deref(), Some("primary"));
+
+    // EC2 has no reassignment for IPv6: the takeover unassigns the address
+    // from its holder first, which --no-reassign forbids, so EC2 refuses the
+    // assignment and the holder keeps it.
+    let o = takeover(&w, &["--ip", &ip, "--no-reassign"]);
+    assert_eq!(code(&o), Some(7), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("InvalidIPAddress.InUse"),
+        "{}",
+        text(&o)
+    );
+    unchanged("held elsewhere, no reassignment", &o);
+    assert_eq!(who(&w.client, &ip).as_deref(), Some("primary"));
+
+    // Unassigned from the holder, then the assignment fails for good: no
+    // ENI holds the address (nobody answers), exit 9, and running the same
+    // takeover again finishes the move (no daemon: the command routes it).
+    w.lab.inject(
+        Some("AssignIpv6Addresses"),
+        ApiFault::error(500, "InternalError", "An internal error has occurred"),
+        None,
+    );
+    let o = takeover(&w, &["--ip", &ip]);
+    w.lab.clear_faults();
+    assert_eq!(code(&o), Some(9), "{}", text(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("was unassigned from {primary_eth2}")) && e.contains("no ENI holds it"),
+        "{}",
+        text(&o)
+    );
+    assert!(e.contains("run the same takeover again"), "{}", text(&o));
+    assert_eq!(common::dumps(&w.standby.ns), before);
+    assert_eq!(who(&w.client, &ip), None);
+    let o = takeover(&w, &["--ip", &ip]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("unassigned"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(who(&w.client, &ip).as_deref(), Some("standby"));
 }
 
 fn code(o: &Output) -> Option<i32> {

@@ -25,8 +25,10 @@ while :; do
     rc=$?
     case $rc in
         0) log "took over $ADDR"; exit 0 ;;
-        # Throttled, or EC2 unreachable or failing: worth another try.
-        1|8) ;;
+        # Throttled, or EC2 unreachable or failing: worth another try; half
+        # way (9: an IPv6 address unassigned from its holder, not yet
+        # assigned here) is finished by the same takeover.
+        1|8|9) ;;
         # Bad input (2), metadata or credentials (5), permission denied (6),
         # address held elsewhere without reassignment (7): retrying will not
         # help; say so and let keepalived's state show the failure.

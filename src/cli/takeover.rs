@@ -194,23 +194,28 @@ async fn take_address(
             .contains(&a),
         IpAddr::V6(a) => {
             // EC2 has no reassignment for IPv6: the holder gives it up first.
+            let mut unassigned: Vec<String> = Vec::new();
             if !no_reassign {
                 let holders = ec2
                     .enis_holding(ip)
                     .await
                     .map_err(|e| ec2_failure(&e, ""))?;
                 for h in holders.iter().filter(|h| h.id != eni) {
-                    ec2.unassign_ipv6(&h.id, a)
-                        .await
-                        .map_err(|e| ec2_failure(&e, "nothing was changed here"))?;
+                    ec2.unassign_ipv6(&h.id, a).await.map_err(|e| {
+                        let done = if unassigned.is_empty() {
+                            String::new()
+                        } else {
+                            format!("{a} was unassigned from {}", unassigned.join(", "))
+                        };
+                        ec2_failure(&e, &done)
+                    })?;
                     println!("EC2 unassigned {a} from {}", h.id);
+                    unassigned.push(h.id.clone());
                 }
             }
             ec2.assign_ipv6(&eni, a)
                 .await
-                .map_err(|e| {
-                    ec2_failure(&e, "the address may have been unassigned from its holder; run the takeover again")
-                })?
+                .map_err(|e| ipv6_half_way(&e, a, &unassigned, &label))?
                 .contains(&a)
         }
     };
@@ -243,6 +248,28 @@ async fn take_address(
         accepted,
     )
     .await
+}
+
+/// The assignment of an IPv6 address failed. Once it was unassigned from
+/// its holder, no ENI holds it: that is half way, as a detached ENI is, and
+/// the same takeover finishes it.
+fn ipv6_half_way(
+    e: &Ec2Error,
+    a: std::net::Ipv6Addr,
+    unassigned: &[String],
+    label: &str,
+) -> Failure {
+    if unassigned.is_empty() {
+        return ec2_failure(e, "");
+    }
+    fail(
+        EXIT_HALF_WAY,
+        format!(
+            "{a} was unassigned from {} but assigning it to {label} failed, so no ENI holds it \
+             now: run the same takeover again; this instance's routing is unchanged: {e}",
+            unassigned.join(", ")
+        ),
+    )
 }
 
 /// The ENI of this instance that is to hold `ip`: the one named, or the
@@ -683,6 +710,32 @@ mod tests {
     #[test]
     fn a_moved_eni_takes_the_lowest_free_device_index() {
         assert_eq!(lowest_free_device(&instance()), 1);
+    }
+
+    #[test]
+    fn an_ipv6_assignment_failing_after_the_holder_let_go_is_half_way() {
+        let e = Ec2Error {
+            action: "AssignIpv6Addresses",
+            endpoint: "https://ec2.eu-west-1.amazonaws.com".into(),
+            kind: crate::ec2::client::ErrorKind::Api {
+                status: 403,
+                code: "UnauthorizedOperation".into(),
+                message: String::new(),
+            },
+            attempts: 1,
+        };
+        let a = "2001:db8::100".parse().unwrap();
+        let f = ipv6_half_way(&e, a, &[], "eni-2");
+        assert_eq!(f.code, EXIT_PERMISSION);
+        assert!(f.message.contains("nothing was changed"), "{f}");
+        let f = ipv6_half_way(&e, a, &["eni-1".into()], "eni-2");
+        assert_eq!(f.code, EXIT_HALF_WAY);
+        assert!(
+            f.message.contains("unassigned from eni-1")
+                && f.message.contains("no ENI holds it")
+                && !f.message.contains("nothing was changed"),
+            "{f}"
+        );
     }
 
     #[test]
