@@ -531,6 +531,41 @@ fn ip_takeover_faults_exit_with_their_codes_and_change_nothing() {
     assert!(stderr(&o).contains("throttled"), "{}", text(&o));
     assert!(stderr(&o).contains("after 5 attempts"), "{}", text(&o));
     unchanged("throttled", &o);
+    // EC2 refuses the values (4xx): exit 2, its code in the message.
+    w.lab.inject(
+        assign,
+        ApiFault::error(
+            400,
+            "InvalidParameterValue",
+            "Invalid value for PrivateIpAddress",
+        ),
+        Some(1),
+    );
+    let o = takeover(&w, &["--ip", "10.0.3.100"]);
+    assert_eq!(code(&o), Some(2), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("EC2 refused") && stderr(&o).contains("InvalidParameterValue"),
+        "{}",
+        text(&o)
+    );
+    unchanged("refused values", &o);
+    // The connection ends without an answer: EC2 may have acted on the
+    // request, so the message does not claim nothing changed, and the same
+    // takeover finishes it. (The front dropped it before moto saw it.)
+    w.lab.inject(assign, ApiFault::Drop, Some(1));
+    let o = takeover(&w, &["--ip", "10.0.3.100"]);
+    assert_eq!(code(&o), Some(1), "{}", text(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("AssignPrivateIpAddresses")
+            && e.contains("may have made the change")
+            && e.contains("run the same takeover again")
+            && !e.contains("nothing was changed"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(common::dumps(&w.standby.ns), before, "{}", text(&o));
+    assert_eq!(who(&w.client, "10.0.3.100").as_deref(), Some("primary"));
     let o = takeover(&w, &["--ip", "10.0.3.100", "--no-reassign"]);
     assert_eq!(code(&o), Some(7), "{}", text(&o));
     assert!(stderr(&o).contains("PrivateIpAddressInUse"), "{}", text(&o));
@@ -658,6 +693,33 @@ fn eni_takeover_faults_half_way_and_other_zone() {
     let o = takeover(&w, &["--eni", "eni-0000000000000dead"]);
     assert_ne!(code(&o), Some(0), "{}", text(&o));
     assert_eq!(common::dumps(&w.standby.ns), before);
+
+    // The role may not detach: exit 6 naming the action, and the ENI stays
+    // where it is.
+    w.lab.inject(
+        Some("DetachNetworkInterface"),
+        ApiFault::error(
+            403,
+            "UnauthorizedOperation",
+            "You are not authorized to perform this operation.",
+        ),
+        Some(1),
+    );
+    let o = takeover(&w, &["--eni", &eni]);
+    assert_eq!(code(&o), Some(6), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("may not call ec2:DetachNetworkInterface")
+            && stderr(&o).contains("nothing was changed"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(common::dumps(&w.standby.ns), before);
+    let still = w.lab.describe(&eni).unwrap();
+    assert_eq!(
+        still.attachment.and_then(|a| a.instance_id).as_deref(),
+        Some(w.primary.instance_id.as_str())
+    );
+    assert!(!w.lab.calls().iter().any(|c| c == "AttachNetworkInterface"));
 
     // Detached, then the attach fails for good: exit 9, said plainly, and
     // the standby's routing is untouched.

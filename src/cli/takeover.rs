@@ -21,7 +21,7 @@ use super::{fetch, imds_client, kernel, load_config, runtime, Cli, Failure};
 use crate::agent::Namespace;
 use crate::claim::{self, Claim, Claimed};
 use crate::config::Config;
-use crate::ec2::client::{endpoint_from_env, Class};
+use crate::ec2::client::{endpoint_from_env, Class, ErrorKind};
 use crate::ec2::credentials::{self, Env};
 use crate::ec2::{Ec2Client, Ec2Error, Ec2Options};
 use crate::imds::client::ImdsClient;
@@ -91,6 +91,23 @@ fn ec2_failure(e: &Ec2Error, done: &str) -> Failure {
     } else {
         done.to_string()
     };
+    if unanswered_change(e) {
+        // The request went out and no answer came back: EC2 may have acted
+        // on it, so "nothing was changed" could be false. It is not retried
+        // blindly either; the same takeover finishes whatever EC2 did.
+        let done = if done.is_empty() {
+            String::new()
+        } else {
+            format!("{done}; ")
+        };
+        return fail(
+            1,
+            format!(
+                "{e}; EC2 may have made the change before the connection ended: run the same \
+                 takeover again; {done}this instance's routing is unchanged"
+            ),
+        );
+    }
     match e.class() {
         Class::PermissionDenied => fail(
             EXIT_PERMISSION,
@@ -248,6 +265,20 @@ async fn take_address(
         accepted,
     )
     .await
+}
+
+/// A call that changes something was sent, and the connection ended without
+/// an answer.
+fn unanswered_change(e: &Ec2Error) -> bool {
+    matches!(e.kind, ErrorKind::Timeout | ErrorKind::Transport(_))
+        && matches!(
+            e.action,
+            "AssignPrivateIpAddresses"
+                | "AssignIpv6Addresses"
+                | "UnassignIpv6Addresses"
+                | "DetachNetworkInterface"
+                | "AttachNetworkInterface"
+        )
 }
 
 /// The assignment of an IPv6 address failed. Once it was unassigned from
@@ -763,5 +794,20 @@ mod tests {
         );
         assert_eq!(ec2_failure(&e("InvalidParameterValue", 400), "").code, 2);
         assert_eq!(ec2_failure(&e("InternalError", 500), "").code, 1);
+        // No answer to a change: EC2 may have made it.
+        let mut dropped = e("", 0);
+        dropped.kind = ErrorKind::Transport("connection closed before message completed".into());
+        let f = ec2_failure(&dropped, "");
+        assert_eq!(f.code, 1);
+        assert!(
+            f.message.contains("may have made the change")
+                && !f.message.contains("nothing was changed"),
+            "{f}"
+        );
+        // ... and none to a question: nothing was changed.
+        dropped.action = "DescribeNetworkInterfaces";
+        assert!(ec2_failure(&dropped, "")
+            .message
+            .contains("nothing was changed"));
     }
 }
