@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use crate::config::Config;
 use crate::imds::client::{ImdsClient, ImdsError, ImdsOptions};
+use crate::imds::fetch::Scope;
 use crate::netlink::{NetlinkError, RtNetlink};
 use crate::state::{self, AddressRecords, Lock, StateError};
 
@@ -46,6 +47,28 @@ pub fn metadata_client(cfg: &Config) -> Result<ImdsClient, SetupError> {
 /// this is called from within one.
 pub fn kernel(cfg: &Config) -> Result<RtNetlink, SetupError> {
     RtNetlink::connect(cfg.numbering.protocol).map_err(SetupError::Netlink)
+}
+
+/// Which MACs a metadata read reads beyond the listing: those of the links
+/// on the host (a VLAN's or a bridge's included: harmless, and cheaper to
+/// read than to tell apart), and those the takeover claims in this
+/// namespace name. Without the links (the kernel could not be read) every
+/// listed MAC is read, as nothing else would be safe.
+pub fn metadata_scope<M>(links: Option<&[crate::values::Link]>, claimed: M) -> Scope
+where
+    M: IntoIterator<Item = crate::values::Mac>,
+{
+    let Some(links) = links else {
+        return Scope::All;
+    };
+    let mut macs: std::collections::BTreeSet<_> = links.iter().filter_map(|l| l.mac).collect();
+    macs.extend(claimed);
+    Scope::Only(macs)
+}
+
+/// The MACs live takeover claims in this namespace's state directory name.
+pub fn claimed_macs() -> Vec<crate::values::Mac> {
+    crate::claim::Pending::new(state::run_dir().ok()).macs()
 }
 
 /// This network namespace's state, held for as long as the value lives:

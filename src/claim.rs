@@ -163,6 +163,7 @@ pub fn merge(
         mut enis,
         confirmed_bare,
         confirmed_bare_v6,
+        mut unread,
     } = instance;
     for claim in live {
         match &claim.what {
@@ -200,6 +201,7 @@ pub fn merge(
                 }
                 Some(i) => enis[i] = EniState::Ready(eni.clone()),
                 None => {
+                    unread.remove(&eni.mac);
                     enis.push(EniState::Ready(eni.clone()));
                     enis.sort_by_key(EniState::mac);
                 }
@@ -209,6 +211,7 @@ pub fn merge(
     let mut merged = Instance::new(primary_mac, enis);
     merged.confirmed_bare = confirmed_bare;
     merged.confirmed_bare_v6 = confirmed_bare_v6;
+    merged.unread = unread;
     merged
 }
 
@@ -254,6 +257,23 @@ impl Pending {
             dir,
             confirmed: Confirmed::new(),
         }
+    }
+
+    /// The MACs that live claims name: read in depth whether or not their
+    /// link is there yet, so that metadata can confirm them.
+    pub fn macs(&self) -> Vec<Mac> {
+        let Some(dir) = &self.dir else {
+            return Vec::new();
+        };
+        let now = SystemTime::now();
+        load(dir)
+            .iter()
+            .filter(|c| !c.expired(now))
+            .map(|c| match &c.what {
+                Claimed::Address { mac, .. } => *mac,
+                Claimed::Eni { eni } => eni.mac,
+            })
+            .collect()
     }
 
     pub fn apply(&mut self, instance: Instance) -> Instance {

@@ -212,6 +212,16 @@ pub fn plan(instance: &Instance, links: &[Link], config: &Config) -> Plan {
         plan.enis.push(s);
     }
 
+    // Listed but not read, since no link had the MAC when metadata was
+    // read: a link that appeared since waits for its read, like a new ENI.
+    for mac in &instance.unread {
+        if let Some(link) = by_mac.get(mac) {
+            let reason = "listed in metadata, not read yet (its link appeared after the read)";
+            let s = summary(*mac, None, EniStatus::NotReady(reason.into()));
+            plan.enis.push(with_link(s, Some(link)));
+        }
+    }
+
     for family in [Family::Ipv4, Family::Ipv6] {
         if plan.rules.iter().any(|r| r.family == family) {
             plan.rules.push(Rule {

@@ -320,7 +320,9 @@ pub fn assess(instance: &Instance, current: &Current, config: &Config) -> Assess
     let unknown_macs = ready
         .iter()
         .filter_map(|l| l.mac)
-        .filter(|m| m.octets() != [0; 6] && instance.get(*m).is_none())
+        .filter(|m| {
+            m.octets() != [0; 6] && instance.get(*m).is_none() && !instance.unread.contains(m)
+        })
         .collect();
     let mut conflicts: Vec<Warning> = plan
         .enis

@@ -8,7 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use eniroute::imds::client::{ErrorKind, ImdsClient, ImdsOptions, MAX_BODY};
-use eniroute::imds::fetch::{fetch_instance, Depth, MetadataCache};
+use eniroute::imds::fetch::{fetch_instance, Depth, MetadataCache, Scope};
 use eniroute::imds::model::EniState;
 use eniroute::values::{EniKey, Mac};
 use eniroute_lab::sim::{Fault, Simulator};
@@ -345,7 +345,7 @@ async fn server_error_fails_after_all_attempts_with_a_one_line_message() {
     );
     assert_eq!(sim.requests(), 5, "one token, four attempts");
     // The same outage through the instance walk is an error, not an empty list.
-    let e = fetch_instance(&c).await.unwrap_err();
+    let e = fetch_instance(&c, &Scope::All).await.unwrap_err();
     assert_eq!(e.path(), MACS);
 }
 
@@ -425,7 +425,7 @@ async fn garbage_mac_listing_is_an_error_naming_the_path() {
     let c = client(&sim);
     // The body itself is text; it is the listing that cannot be garbage.
     assert!(c.get("network/interfaces/macs/").await.unwrap().is_some());
-    let e = fetch_instance(&c).await.unwrap_err();
+    let e = fetch_instance(&c, &Scope::All).await.unwrap_err();
     assert!(matches!(e.kind(), ErrorKind::Malformed(_)), "{e}");
     assert!(e.to_string().contains(&format!("GET {MACS}: ")), "{e}");
     assert_eq!(e.path(), MACS);
@@ -435,13 +435,13 @@ async fn garbage_mac_listing_is_an_error_naming_the_path() {
 async fn missing_or_empty_mac_listing_is_an_error() {
     let sim = sim(json!({"mac": MAC1, "network": {"interfaces": {"macs": {}}}}));
     let c = client(&sim);
-    let e = fetch_instance(&c).await.unwrap_err();
+    let e = fetch_instance(&c, &Scope::All).await.unwrap_err();
     assert!(e.to_string().contains("empty"), "{e}");
     sim.set_tree(json!({"mac": MAC1}));
-    let e = fetch_instance(&c).await.unwrap_err();
+    let e = fetch_instance(&c, &Scope::All).await.unwrap_err();
     assert!(e.to_string().contains("404"), "{e}");
     sim.set_tree(json!({}));
-    let e = fetch_instance(&c).await.unwrap_err();
+    let e = fetch_instance(&c, &Scope::All).await.unwrap_err();
     assert_eq!(e.path(), "latest/meta-data/mac");
 }
 
@@ -479,7 +479,7 @@ async fn full_outage_fails_well_within_ten_seconds() {
     })
     .unwrap();
     let start = Instant::now();
-    let e = fetch_instance(&c).await.unwrap_err();
+    let e = fetch_instance(&c, &Scope::All).await.unwrap_err();
     assert!(
         start.elapsed() < Duration::from_secs(7),
         "{:?}",
@@ -499,7 +499,7 @@ async fn full_outage_fails_well_within_ten_seconds() {
     })
     .unwrap();
     let start = Instant::now();
-    let e = fetch_instance(&c).await.unwrap_err();
+    let e = fetch_instance(&c, &Scope::All).await.unwrap_err();
     assert!(
         start.elapsed() < Duration::from_secs(5),
         "{:?}",
@@ -514,7 +514,7 @@ async fn full_outage_fails_well_within_ten_seconds() {
 async fn fetch_instance_reads_both_enis() {
     let sim = sim(two_enis());
     let c = client(&sim);
-    let inst = fetch_instance(&c).await.unwrap();
+    let inst = fetch_instance(&c, &Scope::All).await.unwrap();
     assert_eq!(inst.primary_mac, mac(MAC1));
     assert_eq!(inst.ready().count(), 2, "{inst:?}");
     let Some(EniState::Ready(primary)) = inst.get(mac(MAC1)) else {
@@ -541,6 +541,23 @@ async fn fetch_instance_reads_both_enis() {
     assert_eq!(second.key, EniKey { card: 0, device: 1 });
     assert_eq!(second.subnet_id.as_deref(), Some("subnet-2"));
     assert_eq!(second.ipv4_prefixes, ["10.0.2.128/28".parse().unwrap()]);
+    // In the primary's VPC: its VPC's blocks are the primary's, not read.
+    assert!(second.vpc_v4.is_empty(), "{second:?}");
+    assert_eq!(primary.vpc_v4, ["10.0.0.0/16".parse().unwrap()]);
+    assert!(second.ipv6s.is_empty());
+    // Same answer as the parser reading the tree directly.
+    let direct =
+        eniroute::imds::parse::instance_from(|p| eniroute::imds::tree::lookup(&two_enis(), p))
+            .unwrap();
+    assert_eq!(inst, direct);
+
+    // In another VPC, its blocks are what the cross-VPC routes are made
+    // of: read.
+    sim.update(|t| t["network"]["interfaces"]["macs"][MAC2]["vpc-id"] = json!("vpc-2"));
+    let inst = fetch_instance(&c, &Scope::All).await.unwrap();
+    let Some(EniState::Ready(second)) = inst.get(mac(MAC2)) else {
+        panic!("{inst:?}")
+    };
     assert_eq!(
         second.vpc_v4,
         [
@@ -548,12 +565,6 @@ async fn fetch_instance_reads_both_enis() {
             "100.64.0.0/16".parse().unwrap()
         ]
     );
-    assert!(second.ipv6s.is_empty());
-    // Same answer as the parser reading the tree directly.
-    let direct =
-        eniroute::imds::parse::instance_from(|p| eniroute::imds::tree::lookup(&two_enis(), p))
-            .unwrap();
-    assert_eq!(inst, direct);
 }
 
 #[tokio::test]
@@ -563,7 +574,7 @@ async fn lagging_mac_is_absent_then_present() {
     let lag = Duration::from_secs(1);
     sim.set_lag(mac(MAC2), lag);
     let start = Instant::now();
-    let inst = fetch_instance(&c).await.unwrap();
+    let inst = fetch_instance(&c, &Scope::All).await.unwrap();
     assert_eq!(inst.enis.len(), 1);
     assert!(inst.get(mac(MAC2)).is_none());
     let direct = c
@@ -576,7 +587,7 @@ async fn lagging_mac_is_absent_then_present() {
         "checks above ran too late to mean anything"
     );
     tokio::time::sleep(lag.saturating_sub(start.elapsed()) + Duration::from_millis(50)).await;
-    let inst = fetch_instance(&c).await.unwrap();
+    let inst = fetch_instance(&c, &Scope::All).await.unwrap();
     assert!(
         matches!(inst.get(mac(MAC2)), Some(EniState::Ready(_))),
         "{inst:?}"
@@ -591,19 +602,21 @@ async fn cache_rereads_only_volatile_keys_of_ready_enis() {
     let c = client(&sim);
     let mut cache = MetadataCache::new();
     let first = cache
-        .refresh(&c, Duration::from_secs(300), Depth::Volatile)
+        .refresh(&c, Duration::from_secs(300), Depth::Volatile, &Scope::All)
         .await
         .unwrap();
-    // Token, mac, listing, 14 keys for each of two MACs.
-    assert_eq!(sim.requests(), 31);
-    assert_eq!(first, fetch_instance(&client(&sim)).await.unwrap());
+    // Token, mac, listing; 14 keys of the primary (it names no
+    // network-card, so network-card-index too; its VPC's blocks), 11 of
+    // the secondary (in the primary's VPC: not its VPC's blocks).
+    assert_eq!(sim.requests(), 28);
+    assert_eq!(first, fetch_instance(&client(&sim), &Scope::All).await.unwrap());
 
     let before = sim.requests();
     sim.update(|t| {
         t["network"]["interfaces"]["macs"][MAC2]["local-ipv4s"] = json!(["10.0.2.20", "10.0.2.21"])
     });
     let second = cache
-        .refresh(&c, Duration::from_secs(300), Depth::Volatile)
+        .refresh(&c, Duration::from_secs(300), Depth::Volatile, &Scope::All)
         .await
         .unwrap();
     assert_eq!(
@@ -619,16 +632,17 @@ async fn cache_rereads_only_volatile_keys_of_ready_enis() {
     // Static keys are re-read once older than the limit.
     let before = sim.requests();
     cache
-        .refresh(&c, Duration::ZERO, Depth::Volatile)
+        .refresh(&c, Duration::ZERO, Depth::Volatile, &Scope::All)
         .await
         .unwrap();
-    assert_eq!(sim.requests() - before, 1 + 2 * 14);
+    // The primary's vpc-id is the cached one (it cannot change).
+    assert_eq!(sim.requests() - before, 1 + 13 + 11);
 
     // And on request, for one MAC.
     let before = sim.requests();
     cache.invalidate(mac(MAC1));
     cache
-        .refresh(&c, Duration::from_secs(300), Depth::Volatile)
+        .refresh(&c, Duration::from_secs(300), Depth::Volatile, &Scope::All)
         .await
         .unwrap();
     assert_eq!(sim.requests() - before, 1 + 14 + 4);
@@ -647,7 +661,7 @@ async fn a_read_of_what_is_new_asks_only_the_listing_until_a_mac_appears() {
     let c = client(&sim);
     let mut cache = MetadataCache::new();
     let first = cache
-        .refresh(&c, Duration::from_secs(300), Depth::Volatile)
+        .refresh(&c, Duration::from_secs(300), Depth::Volatile, &Scope::All)
         .await
         .unwrap();
     assert_eq!(first.enis.len(), 1);
@@ -655,25 +669,26 @@ async fn a_read_of_what_is_new_asks_only_the_listing_until_a_mac_appears() {
     // A link waits for its ENI: nothing new listed, one request.
     let before = sim.requests();
     let again = cache
-        .refresh(&c, Duration::from_secs(300), Depth::New)
+        .refresh(&c, Duration::from_secs(300), Depth::New, &Scope::All)
         .await
         .unwrap();
     assert_eq!(sim.requests() - before, 1, "the listing alone");
     assert_eq!(again, first);
 
-    // It is listed now: the listing and its 14 keys, nothing of the other.
+    // It is listed now: the listing and its 11 keys (the primary's VPC is
+    // known), nothing of the other.
     sim.update(|t| t["network"]["interfaces"]["macs"][MAC2] = mac2);
     let before = sim.requests();
     let inst = cache
-        .refresh(&c, Duration::from_secs(300), Depth::New)
+        .refresh(&c, Duration::from_secs(300), Depth::New, &Scope::All)
         .await
         .unwrap();
-    assert_eq!(sim.requests() - before, 1 + 14);
+    assert_eq!(sim.requests() - before, 1 + 11);
     assert!(
         matches!(inst.get(mac(MAC2)), Some(EniState::Ready(_))),
         "{inst:?}"
     );
-    assert_eq!(inst, fetch_instance(&client(&sim)).await.unwrap());
+    assert_eq!(inst, fetch_instance(&client(&sim), &Scope::All).await.unwrap());
 }
 
 #[tokio::test]
@@ -684,7 +699,7 @@ async fn cache_rereads_static_keys_of_an_eni_not_ready() {
     let c = client(&sim);
     let mut cache = MetadataCache::new();
     let inst = cache
-        .refresh(&c, Duration::from_secs(300), Depth::Volatile)
+        .refresh(&c, Duration::from_secs(300), Depth::Volatile, &Scope::All)
         .await
         .unwrap();
     assert!(
@@ -695,7 +710,7 @@ async fn cache_rereads_static_keys_of_an_eni_not_ready() {
     sim.update(|t| t["network"]["interfaces"]["macs"][MAC2]["device-number"] = json!("1"));
     let before = sim.requests();
     let inst = cache
-        .refresh(&c, Duration::from_secs(300), Depth::Volatile)
+        .refresh(&c, Duration::from_secs(300), Depth::Volatile, &Scope::All)
         .await
         .unwrap();
     let Some(EniState::Ready(eni)) = inst.get(mac(MAC2)) else {
@@ -704,8 +719,8 @@ async fn cache_rereads_static_keys_of_an_eni_not_ready() {
     assert_eq!(eni.key.device, 1);
     assert_eq!(
         sim.requests() - before,
-        1 + 4 + 14,
-        "ready ENI: volatile only; the other: all"
+        1 + 4 + 11,
+        "ready ENI: volatile only; the other: all it uses"
     );
 }
 
@@ -715,21 +730,21 @@ async fn cache_drops_detached_enis_and_survives_errors() {
     let c = client(&sim);
     let mut cache = MetadataCache::new();
     let full = cache
-        .refresh(&c, Duration::from_secs(300), Depth::Volatile)
+        .refresh(&c, Duration::from_secs(300), Depth::Volatile, &Scope::All)
         .await
         .unwrap();
 
     // An outage is an error, and the cache still holds the last good read.
     sim.set_fault(Some("network/"), Some(Fault::Status(500)));
     assert!(cache
-        .refresh(&c, Duration::from_secs(300), Depth::Volatile)
+        .refresh(&c, Duration::from_secs(300), Depth::Volatile, &Scope::All)
         .await
         .is_err());
     sim.set_fault(Some("network/"), None);
     let before = sim.requests();
     assert_eq!(
         cache
-            .refresh(&c, Duration::from_secs(300), Depth::Volatile)
+            .refresh(&c, Duration::from_secs(300), Depth::Volatile, &Scope::All)
             .await
             .unwrap(),
         full
@@ -744,19 +759,19 @@ async fn cache_drops_detached_enis_and_survives_errors() {
             .remove(MAC2);
     });
     let inst = cache
-        .refresh(&c, Duration::from_secs(300), Depth::Volatile)
+        .refresh(&c, Duration::from_secs(300), Depth::Volatile, &Scope::All)
         .await
         .unwrap();
     assert_eq!(inst.enis.len(), 1);
     sim.set_tree(two_enis());
     let before = sim.requests();
     cache
-        .refresh(&c, Duration::from_secs(300), Depth::Volatile)
+        .refresh(&c, Duration::from_secs(300), Depth::Volatile, &Scope::All)
         .await
         .unwrap();
     assert_eq!(
         sim.requests() - before,
-        1 + 4 + 14,
+        1 + 4 + 11,
         "re-attached ENI is read in full"
     );
 }
@@ -893,7 +908,7 @@ async fn use_ipv6_selects_the_ipv6_endpoint() {
     );
     let c = ImdsClient::new(ImdsOptions::from(&cfg)).unwrap();
     assert_eq!(c.endpoint(), sim.endpoint());
-    let inst = fetch_instance(&c).await.unwrap();
+    let inst = fetch_instance(&c, &Scope::All).await.unwrap();
     assert_eq!(inst.enis.len(), 2);
 }
 
@@ -985,7 +1000,7 @@ async fn a_refused_first_endpoint_falls_back_and_says_so() {
     let sim = sim(two_enis());
     // Nothing listens on port 9 of loopback: connection refused.
     let c = ImdsClient::new(automatic("http://127.0.0.1:9".into(), sim.endpoint())).unwrap();
-    let inst = fetch_instance(&c).await.unwrap();
+    let inst = fetch_instance(&c, &Scope::All).await.unwrap();
     assert_eq!(inst.enis.len(), 2);
     assert_eq!(c.endpoint(), sim.endpoint());
     let said = c.endpoint_in_use().to_string();
@@ -1000,7 +1015,7 @@ async fn a_silent_first_endpoint_falls_back_and_is_not_asked_again() {
     let silent = Silent::start();
     let sim = sim(two_enis());
     let c = ImdsClient::new(automatic(format!("http://{}", silent.addr), sim.endpoint())).unwrap();
-    fetch_instance(&c).await.unwrap();
+    fetch_instance(&c, &Scope::All).await.unwrap();
     assert_eq!(
         silent.accepted(),
         1,
@@ -1010,7 +1025,7 @@ async fn a_silent_first_endpoint_falls_back_and_is_not_asked_again() {
     // A new token is needed (IMDS restarted): the endpoint that answered
     // is asked first.
     sim.revoke_tokens();
-    fetch_instance(&c).await.unwrap();
+    fetch_instance(&c, &Scope::All).await.unwrap();
     assert_eq!(silent.accepted(), 1);
 }
 
@@ -1019,7 +1034,7 @@ async fn when_both_endpoints_answer_the_first_is_used() {
     let v4 = sim(two_enis());
     let v6 = sim(two_enis());
     let c = ImdsClient::new(automatic(v4.endpoint(), v6.endpoint())).unwrap();
-    fetch_instance(&c).await.unwrap();
+    fetch_instance(&c, &Scope::All).await.unwrap();
     assert!(v4.requests() > 0);
     assert_eq!(v6.requests(), 0);
     assert_eq!(c.endpoint(), v4.endpoint());
@@ -1045,7 +1060,7 @@ async fn a_configured_endpoint_is_never_second_guessed() {
         ..ImdsOptions::from(&cfg)
     })
     .unwrap();
-    let e = fetch_instance(&c).await.unwrap_err();
+    let e = fetch_instance(&c, &Scope::All).await.unwrap_err();
     assert!(e.to_string().contains("127.0.0.1:9"), "{e}");
     assert_eq!(v6.requests(), 0);
     assert_eq!(
@@ -1061,7 +1076,7 @@ async fn when_neither_answers_the_error_names_both() {
         "http://127.0.0.1:7".into(),
     ))
     .unwrap();
-    let e = fetch_instance(&c).await.unwrap_err();
+    let e = fetch_instance(&c, &Scope::All).await.unwrap_err();
     let text = e.to_string();
     assert!(
         text.contains("http://127.0.0.1:9 or http://127.0.0.1:7"),

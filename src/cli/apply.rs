@@ -24,10 +24,10 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
             message: format!("{}; nothing was changed", f.message),
             ..f
         };
-        let t0 = std::time::Instant::now();
-        let instance = fetch(&client).await.map_err(unchanged)?;
-        let read = t0.elapsed();
         let kernel = kernel(&cfg)?;
+        let t0 = std::time::Instant::now();
+        let instance = fetch(&client, &kernel).await.map_err(unchanged)?;
+        let read = t0.elapsed();
         let t1 = std::time::Instant::now();
         let mut outcome = crate::reconcile::reconcile(&kernel, &instance, &cfg, &mut ns.records)
             .await
@@ -42,7 +42,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
                 .any(|w| matches!(w, crate::values::Warning::UnconfirmedRemoval { .. }))
         };
         if held(&outcome) {
-            let mut again = fetch(&client).await?;
+            let mut again = fetch(&client, &kernel).await?;
             again.confirm_bare(Some(&instance));
             let second = crate::reconcile::reconcile(&kernel, &again, &cfg, &mut ns.records)
                 .await

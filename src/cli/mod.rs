@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use crate::agent::SetupError;
 use crate::config::{self, Config};
 use crate::imds::client::ImdsClient;
+use crate::imds::fetch::Scope;
 use crate::imds::model::Instance;
 use crate::netlink::rt::RtNetlink;
 use crate::netlink::Kernel;
@@ -227,11 +228,25 @@ pub fn imds_client(cfg: &Config) -> Result<ImdsClient, Failure> {
     Ok(crate::agent::metadata_client(cfg)?)
 }
 
-/// Reads the instance's metadata; a failure says what failed and its
+/// Reads the instance's metadata: the ENIs whose links are on the host
+/// (and those takeover claims name) in depth, the others only as listed
+/// ([`crate::agent::metadata_scope`]). A failure says what failed and its
 /// likely cause. Read-only commands use it as it is; `apply` adds that it
 /// changed nothing.
-pub async fn fetch(client: &ImdsClient) -> Result<Instance, Failure> {
-    crate::imds::fetch::fetch_instance(client)
+pub async fn fetch(client: &ImdsClient, kernel: &impl Kernel) -> Result<Instance, Failure> {
+    let scope = scope(kernel).await;
+    fetch_in(client, &scope).await
+}
+
+/// The MACs [`fetch`] reads in depth.
+pub async fn scope(kernel: &impl Kernel) -> Scope {
+    let links = kernel.links().await.ok();
+    crate::agent::metadata_scope(links.as_deref(), crate::agent::claimed_macs())
+}
+
+/// Reads the instance's metadata, the MACs in `scope` in depth.
+pub async fn fetch_in(client: &ImdsClient, scope: &Scope) -> Result<Instance, Failure> {
+    crate::imds::fetch::fetch_instance(client, scope)
         .await
         .map_err(|e| Failure::runtime(metadata_message(&e)))
 }
@@ -249,8 +264,8 @@ pub fn kernel(cfg: &Config) -> Result<RtNetlink, Failure> {
 /// Metadata and host side by side, read as `apply` reads them and assessed
 /// by the same function, so `plan` and `status` show what `apply` would do.
 pub async fn observe(cfg: &Config, client: &ImdsClient) -> Result<(Assessment, Current), Failure> {
-    let instance = fetch(client).await?;
     let kernel = kernel(cfg)?;
+    let instance = fetch(client, &kernel).await?;
     let dir = state::run_dir().map_err(Failure::runtime)?;
     let records = state::AddressRecords::load(&dir);
     let current = crate::reconcile::observe(&kernel, &records, &instance, cfg)

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use super::{imds_client, kernel, load_config, print_json, runtime, Cli, Failure};
 use crate::config::Config;
+use crate::imds::model::Instance;
 use crate::plan::EniStatus;
 use crate::reconcile::{foreign_rules_ahead, Assessment, Current, Op, Ownership};
 use crate::state;
@@ -110,6 +111,9 @@ struct Report {
     /// What becomes of the primary ENI's secondary IPv4 addresses here:
     /// `assign` (on the host) or `leave` (left to the agent above).
     primary_secondary_ips: crate::config::SecondaryIps,
+    /// ENIs metadata lists whose link is not on this host: not read beyond
+    /// the listing, and not in `enis`.
+    listed_not_read: usize,
     /// Pending changes in all (what `apply` would do).
     drift: usize,
     /// Foreign rules that take an ENI's traffic first, in all, plus one
@@ -236,6 +240,7 @@ fn routes_in(current: &Current, table: Option<u32>, protocol: u8) -> Vec<String>
 }
 
 fn report(
+    instance: &Instance,
     assessment: &Assessment,
     current: &Current,
     cfg: &Config,
@@ -323,6 +328,11 @@ fn report(
             cfg.selection.primary_secondary_ips,
             &current.pod_agents,
         ),
+        listed_not_read: instance
+            .unread
+            .iter()
+            .filter(|m| !plan.enis.iter().any(|e| e.mac == **m))
+            .count(),
         drift,
         conflicts,
     }
@@ -392,6 +402,7 @@ fn unverified_report(current: &Current, cfg: &Config, metadata: MetadataReport) 
             cfg.selection.primary_secondary_ips,
             &current.pod_agents,
         ),
+        listed_not_read: 0,
         drift: 0,
         conflicts,
     }
@@ -404,7 +415,8 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
         let kernel = kernel(&cfg)?;
         let dir = state::run_dir().map_err(Failure::runtime)?;
         let records = state::AddressRecords::load(&dir);
-        let fetched = crate::imds::fetch::fetch_instance(&client).await;
+        let scope = super::scope(&kernel).await;
+        let fetched = crate::imds::fetch::fetch_instance(&client, &scope).await;
         let endpoint = client.endpoint_in_use();
         let mut metadata = MetadataReport {
             endpoint: endpoint.current().to_string(),
@@ -418,7 +430,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
                     .await
                     .map_err(Failure::runtime)?;
                 let assessment = crate::reconcile::assess(&instance, &current, &cfg);
-                report(&assessment, &current, &cfg, metadata)
+                report(&instance, &assessment, &current, &cfg, metadata)
             }
             Err(e) => {
                 metadata.error = Some(super::metadata_message(&e));
@@ -584,6 +596,13 @@ fn print_human(r: &Report) {
         for c in &e.cloud_init {
             println!("  cloud-init: {c} also routes this ENI's address; switch it off with datasource.Ec2.apply_full_imds_network_config: false (README: cloud-init and AMIs)");
         }
+    }
+    if r.listed_not_read > 0 {
+        println!(
+            "metadata lists {} more ENI{} with no link on this host: not read",
+            r.listed_not_read,
+            if r.listed_not_read == 1 { "" } else { "s" }
+        );
     }
     for w in &r.warnings {
         println!("warning: {w}");

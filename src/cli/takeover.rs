@@ -17,7 +17,8 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::{fetch, imds_client, kernel, load_config, runtime, Cli, Failure};
+use super::{fetch, fetch_in, imds_client, kernel, load_config, runtime, Cli, Failure};
+use crate::imds::fetch::Scope;
 use crate::agent::Namespace;
 use crate::claim::{self, Claim, Claimed};
 use crate::config::Config;
@@ -135,7 +136,9 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
     runtime()?.block_on(async {
         let unread =
             |f: Failure| fail(EXIT_METADATA, format!("{}; nothing was changed", f.message));
-        let instance = fetch(&imds).await.map_err(unread)?;
+        // Every listed ENI, linked here or not: the device number a new
+        // attachment gets is the lowest one none of them uses.
+        let instance = fetch_in(&imds, &Scope::All).await.map_err(unread)?;
         let ec2 = ec2_client(args, &imds).await?;
         match (args.ip, &args.eni) {
             (Some(ip), eni) => {
@@ -624,7 +627,9 @@ async fn route_here(
         let mut ns = Namespace::claim()?;
         let mut confirmed = claim::Confirmed::new();
         loop {
-            let fresh = fetch(imds).await.map_err(|f| not_routed(f.message))?;
+            let fresh = fetch(imds, &kernel)
+                .await
+                .map_err(|f| not_routed(f.message))?;
             let merged = claim::merge(fresh, &claim::load(&dir), SystemTime::now(), &mut confirmed);
             let outcome = crate::reconcile::reconcile(&kernel, &merged, cfg, &mut ns.records)
                 .await

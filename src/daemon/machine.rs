@@ -420,11 +420,16 @@ impl Machine {
     ) {
         let depth = match self.in_flight.take() {
             Some((t, depth)) => {
-                log(
-                    out,
-                    Level::DEBUG,
-                    format!("metadata read ({depth:?}) in {:?}", now.duration_since(t)),
-                );
+                let mut line = format!("metadata read ({depth:?}) in {:?}", now.duration_since(t));
+                if let Ok(i) = &result {
+                    if !i.unread.is_empty() {
+                        line += &format!(
+                            "; {} listed ENIs have no link here and were not read",
+                            i.unread.len()
+                        );
+                    }
+                }
+                log(out, Level::DEBUG, line);
                 depth
             }
             None => Depth::Volatile,

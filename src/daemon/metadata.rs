@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::imds::client::{ImdsClient, ImdsError};
-use crate::imds::fetch::{Depth, MetadataCache};
+use crate::imds::fetch::{Depth, MetadataCache, Scope};
 use crate::imds::model::Instance;
 use crate::values::Mac;
 
@@ -24,6 +24,10 @@ pub(super) struct FetchRequest {
     pub(super) forget: Vec<Mac>,
     /// Only what is new, or the volatile keys of every ENI too.
     pub(super) depth: Depth,
+    /// The MACs of the links on the host as the read starts (`None` when
+    /// the kernel could not be read): those are read in depth, with those
+    /// that claims name.
+    pub(super) links: Option<Vec<Mac>>,
 }
 
 pub(super) type FetchResult = Result<Instance, ImdsError>;
@@ -49,8 +53,12 @@ pub(super) async fn metadata_task(
         for mac in req.forget {
             cache.invalidate(mac);
         }
+        let scope = match &req.links {
+            Some(macs) => Scope::Only(macs.iter().copied().chain(claims.macs()).collect()),
+            None => Scope::All,
+        };
         let result = cache
-            .refresh(&client, req.static_max_age, req.depth)
+            .refresh(&client, req.static_max_age, req.depth, &scope)
             .await
             .map(|instance| claims.apply(instance));
         if results.send(result).is_err() {

@@ -246,7 +246,17 @@ impl<K: Kernel> Daemon<K> {
                     forget,
                     depth,
                 } => {
+                    // The kernel view is up to date with every event seen so
+                    // far, so a link that just appeared is among these.
+                    let links = match self.kernel.links().await {
+                        Ok(links) => Some(links.iter().filter_map(|l| l.mac).collect()),
+                        Err(e) => {
+                            tracing::warn!("{e}; reading every ENI metadata lists");
+                            None
+                        }
+                    };
                     let req = FetchRequest {
+                        links,
                         depth,
                         client: self.next_client.take(),
                         static_max_age: Duration::from_secs(

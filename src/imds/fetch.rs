@@ -7,14 +7,15 @@
 //! anywhere fails the whole read: a partial instance would look like ENIs
 //! that went away.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
+use tokio::sync::OnceCell;
 
 use super::client::{ErrorKind, ImdsClient, ImdsError};
 use super::model::{EniState, Instance};
-use super::parse::{self, EniKeys, ENI_KEYS, VOLATILE_KEYS};
+use super::parse::{self, EniKeys, FIRST_KEYS, VOLATILE_KEYS};
 use crate::values::Mac;
 
 const MACS_PATH: &str = "network/interfaces/macs/";
@@ -39,19 +40,109 @@ pub enum Depth {
     Volatile,
 }
 
-/// Reads the instance: the top-level `mac`, the MAC listing, and every key of
-/// [`ENI_KEYS`] for each MAC (a 404 is an absent key).
-pub async fn fetch_instance(client: &ImdsClient) -> Result<Instance, ImdsError> {
+/// Which of the MACs the listing names are read beyond the listing.
+///
+/// Metadata lists every ENI attached to the instance, and an instance can
+/// list thousands; only an ENI whose link is on this host can be
+/// configured, so only those (and the primary ENI, whose VPC the others are
+/// compared with) are worth their dozen requests each. The others are
+/// listed in [`Instance::unread`], and one is read as soon as its link
+/// appears.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Scope {
+    /// Every listed MAC (when the links cannot be read, and for tests).
+    #[default]
+    All,
+    /// The primary ENI's MAC and these: the links present on the host, and
+    /// MACs a takeover claim names.
+    Only(BTreeSet<Mac>),
+}
+
+impl Scope {
+    fn reads(&self, mac: Mac, primary: Mac) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Only(macs) => mac == primary || macs.contains(&mac),
+        }
+    }
+}
+
+/// Reads the instance: the top-level `mac`, the MAC listing, and the keys
+/// the agent uses of each MAC in `scope` (a 404 is an absent key).
+pub async fn fetch_instance(client: &ImdsClient, scope: &Scope) -> Result<Instance, ImdsError> {
     let (primary_mac, macs) = futures::try_join!(primary_mac(client), mac_listing(client))?;
+    let (macs, unread): (Vec<Mac>, Vec<Mac>) = macs
+        .into_iter()
+        .partition(|m| scope.reads(*m, primary_mac));
+    let primary_vpc = OnceCell::new();
     let enis = stream::iter(macs)
-        .map(|mac| async move {
-            let keys = fetch_keys(client, mac, ENI_KEYS).await?;
-            Ok::<_, ImdsError>(parse::eni(mac, mac == primary_mac, &keys))
+        .map(|mac| {
+            let primary_vpc = &primary_vpc;
+            async move {
+                let keys = read_eni(client, mac, primary_mac, primary_vpc).await?;
+                Ok::<_, ImdsError>(parse::eni(mac, mac == primary_mac, &keys))
+            }
         })
         .buffered(MAC_CONCURRENCY)
         .try_collect()
         .await?;
-    Ok(Instance::new(primary_mac, enis))
+    let mut instance = Instance::new(primary_mac, enis);
+    instance.unread = unread.into_iter().collect();
+    Ok(instance)
+}
+
+/// Reads the keys of one ENI that the agent uses, in stages: the
+/// [`FIRST_KEYS`] say whether it is ready at all and which of the rest are
+/// needed ([`parse::rest_keys`]); the rest follow. The primary ENI's
+/// `vpc-id` is read once per walk, whoever needs it first.
+async fn read_eni(
+    client: &ImdsClient,
+    mac: Mac,
+    primary_mac: Mac,
+    primary_vpc: &OnceCell<Option<String>>,
+) -> Result<EniKeys, ImdsError> {
+    let primary = mac == primary_mac;
+    let mut keys = if primary {
+        let own: Vec<&'static str> = FIRST_KEYS
+            .iter()
+            .copied()
+            .filter(|k| *k != "vpc-id")
+            .collect();
+        let (mut keys, vpc) = futures::try_join!(
+            fetch_keys(client, mac, &own),
+            primary_vpc_id(client, primary_mac, primary_vpc)
+        )?;
+        keys.insert("vpc-id".to_string(), vpc.clone());
+        keys
+    } else {
+        fetch_keys(client, mac, FIRST_KEYS).await?
+    };
+    if parse::settled_early(primary, &keys) {
+        return Ok(keys);
+    }
+    let vpc = if parse::needs_primary_vpc(primary, &keys) {
+        primary_vpc_id(client, primary_mac, primary_vpc)
+            .await?
+            .clone()
+    } else {
+        None
+    };
+    let rest = parse::rest_keys(primary, &keys, vpc.as_deref());
+    keys.extend(fetch_keys(client, mac, &rest).await?);
+    Ok(keys)
+}
+
+/// The primary ENI's `vpc-id`, read by the first ENI that needs it; the
+/// others wait for that read rather than asking again.
+async fn primary_vpc_id<'a>(
+    client: &ImdsClient,
+    primary_mac: Mac,
+    cell: &'a OnceCell<Option<String>>,
+) -> Result<&'a Option<String>, ImdsError> {
+    cell.get_or_try_init(|| async {
+        Ok(fetch_key(client, primary_mac, "vpc-id").await?.1)
+    })
+    .await
 }
 
 /// Metadata remembered between polls, for a daemon that reads the instance
@@ -60,9 +151,10 @@ pub async fn fetch_instance(client: &ImdsClient) -> Result<Instance, ImdsError> 
 /// Addresses and prefixes (the [`VOLATILE_KEYS`]) move while the instance
 /// runs and are read on every refresh, as is the MAC listing, so an ENI or an
 /// IP moved to this host shows up within one poll. The rest (device number,
-/// subnet, VPC CIDRs) is fixed for the life of an attachment and is re-read
-/// only when older than `static_max_age`, which keeps a poll at five requests
-/// per ENI instead of fourteen.
+/// subnet, VPC) is fixed for the life of an attachment and is re-read only
+/// when older than `static_max_age`, which keeps a poll at five requests
+/// per ENI instead of a dozen. MACs outside the [`Scope`] are not read at
+/// all.
 #[derive(Debug, Default)]
 pub struct MetadataCache {
     /// The primary ENI cannot be detached, so the top-level `mac` is read
@@ -102,7 +194,8 @@ impl MetadataCache {
         *self = Self::default();
     }
 
-    /// Reads the instance, reusing cached static keys where they are fresh.
+    /// Reads the instance, reusing cached static keys where they are fresh,
+    /// and reading only the MACs in `scope` beyond the listing.
     ///
     /// An ENI that was not Ready last time has all its keys read again: a new
     /// attachment's metadata propagates over a few seconds (MAC listed but
@@ -118,13 +211,25 @@ impl MetadataCache {
         client: &ImdsClient,
         static_max_age: Duration,
         depth: Depth,
+        scope: &Scope,
     ) -> Result<Instance, ImdsError> {
         let primary_mac = match self.primary {
             Some(mac) => mac,
             None => primary_mac(client).await?,
         };
-        let macs = mac_listing(client).await?;
+        let (macs, unread): (Vec<Mac>, Vec<Mac>) = mac_listing(client)
+            .await?
+            .into_iter()
+            .partition(|m| scope.reads(*m, primary_mac));
         let cached = &self.enis;
+        // The primary's VPC as last read saves asking again.
+        let primary_vpc = OnceCell::new_with(
+            cached
+                .get(&primary_mac)
+                .filter(|c| c.ready)
+                .map(|c| c.static_keys.get("vpc-id").cloned().flatten()),
+        );
+        let primary_vpc = &primary_vpc;
         let fresh: Vec<(Mac, CachedEni, EniState)> = stream::iter(macs)
             .map(|mac| {
                 let keep = cached
@@ -142,8 +247,6 @@ impl MetadataCache {
                         let state = parse::eni(mac, mac == primary_mac, &keys);
                         return Ok::<_, ImdsError>((mac, entry, state));
                     }
-                    // Static and volatile keys together when both are
-                    // needed: one round of concurrent requests, not two.
                     let (entry, volatile) = match reuse {
                         Some(entry) => {
                             let volatile = fetch_keys(client, mac, VOLATILE_KEYS).await?;
@@ -151,7 +254,7 @@ impl MetadataCache {
                         }
                         None => {
                             let fetched = Instant::now();
-                            let all = fetch_keys(client, mac, ENI_KEYS).await?;
+                            let all = read_eni(client, mac, primary_mac, primary_vpc).await?;
                             let (volatile, static_keys): (EniKeys, EniKeys) = all
                                 .into_iter()
                                 .partition(|(k, _)| VOLATILE_KEYS.contains(&k.as_str()));
@@ -185,16 +288,18 @@ impl MetadataCache {
             .try_collect()
             .await?;
         self.primary = Some(primary_mac);
-        // MACs no longer listed are dropped: if the ENI comes back, it may
-        // come back with another device number.
+        // MACs no longer listed, or no longer read, are dropped: if the ENI
+        // comes back, it may come back with another device number.
         self.enis = fresh
             .iter()
             .map(|(mac, entry, _)| (*mac, entry.clone()))
             .collect();
-        Ok(Instance::new(
+        let mut instance = Instance::new(
             primary_mac,
             fresh.into_iter().map(|(_, _, state)| state).collect(),
-        ))
+        );
+        instance.unread = unread.into_iter().collect();
+        Ok(instance)
     }
 }
 
@@ -239,7 +344,7 @@ async fn mac_listing(client: &ImdsClient) -> Result<Vec<Mac>, ImdsError> {
 async fn fetch_keys(
     client: &ImdsClient,
     mac: Mac,
-    keys: &'static [&'static str],
+    keys: &[&'static str],
 ) -> Result<EniKeys, ImdsError> {
     let mut out = EniKeys::new();
     for chunk in keys.chunks(KEY_CONCURRENCY) {
@@ -261,6 +366,7 @@ async fn fetch_key(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::imds::parse::ENI_KEYS;
 
     #[test]
     fn static_and_volatile_keys_partition_eni_keys() {

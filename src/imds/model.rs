@@ -130,6 +130,12 @@ pub struct Instance {
     /// The same for `ipv6s`, for ENIs in a subnet with IPv6 blocks.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub confirmed_bare_v6: BTreeSet<Mac>,
+    /// MACs the listing names but that were not read: no link with that
+    /// MAC was on the host (and no claim named it) when metadata was read.
+    /// Their ENIs are attached elsewhere as far as this host can act on
+    /// them; one is read as soon as its link appears. Not in `enis`.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub unread: BTreeSet<Mac>,
 }
 
 impl Instance {
@@ -183,6 +189,7 @@ impl Instance {
             enis,
             confirmed_bare: BTreeSet::new(),
             confirmed_bare_v6: BTreeSet::new(),
+            unread: BTreeSet::new(),
         }
     }
 

@@ -38,7 +38,9 @@ pub enum ValueError {
     },
 }
 
-/// The per-MAC keys read under `network/interfaces/macs/<mac>/`.
+/// Every per-MAC key the agent may read under
+/// `network/interfaces/macs/<mac>/`; which of them it does read for one ENI
+/// is decided in stages ([`FIRST_KEYS`], then [`rest_keys`]).
 pub const ENI_KEYS: &[&str] = &[
     "device-number",
     "network-card",
@@ -55,6 +57,64 @@ pub const ENI_KEYS: &[&str] = &[
     "vpc-ipv6-cidr-blocks",
     "subnet-id",
 ];
+
+/// Read first for every ENI: whether it is ready at all (a new
+/// attachment's device number lags), and what decides which of the rest
+/// are needed.
+pub const FIRST_KEYS: &[&str] = &["device-number", "network-card", "local-ipv4s", "vpc-id"];
+
+/// The rest of what the plan uses of a ready ENI.
+pub const REST_KEYS: &[&str] = &[
+    "interface-id",
+    "subnet-ipv4-cidr-block",
+    "ipv4-prefix",
+    "ipv6s",
+    "ipv6-prefix",
+    "subnet-ipv6-cidr-blocks",
+    "subnet-id",
+];
+
+/// The VPC's CIDR blocks: used for the primary ENI's VPC and for an ENI in
+/// another VPC (the cross-VPC routes), nowhere else.
+pub const VPC_CIDR_KEYS: &[&str] = &["vpc-ipv4-cidr-blocks", "vpc-ipv6-cidr-blocks"];
+
+/// Whether the [`FIRST_KEYS`] already say the ENI is not ready (its
+/// device number not in metadata yet, or reading 0 on a secondary ENI):
+/// nothing else of it would be used.
+pub fn settled_early(primary: bool, first: &EniKeys) -> bool {
+    // Without `network-card` the card comes from `network-card-index`,
+    // which is not read yet: a device 0 may be on another card.
+    let Some(device) = value(first, "device-number") else {
+        return true;
+    };
+    let Some(card) = value(first, "network-card") else {
+        return false;
+    };
+    // The same test as [`eni`]'s.
+    !primary && device.parse::<u32>() == Ok(0) && card.parse::<u32>() == Ok(0)
+}
+
+/// Whether the keys still to read depend on the primary ENI's `vpc-id`:
+/// for a secondary ENI that names a VPC.
+pub fn needs_primary_vpc(primary: bool, first: &EniKeys) -> bool {
+    !primary && value(first, "vpc-id").is_some_and(|v| !v.is_empty())
+}
+
+/// The keys to read after the [`FIRST_KEYS`]: the [`REST_KEYS`],
+/// `network-card-index` where `network-card` is absent (older metadata
+/// names the card so), and the [`VPC_CIDR_KEYS`] for the primary ENI and
+/// for an ENI in another VPC than the primary's (`primary_vpc`).
+pub fn rest_keys(primary: bool, first: &EniKeys, primary_vpc: Option<&str>) -> Vec<&'static str> {
+    let mut keys = REST_KEYS.to_vec();
+    if value(first, "network-card").is_none() {
+        keys.push("network-card-index");
+    }
+    let vpc = value(first, "vpc-id").filter(|v| !v.is_empty());
+    if primary || (vpc.is_some() && vpc != primary_vpc.map(str::trim)) {
+        keys.extend(VPC_CIDR_KEYS);
+    }
+    keys
+}
 
 /// Keys that change while an instance runs (addresses move, prefixes are
 /// delegated); the rest are fixed for the life of an attachment.
@@ -391,8 +451,9 @@ fn shown_net(net: &IpNet) -> String {
 }
 
 /// Reads a whole instance through `get` (a path relative to
-/// `latest/meta-data/` → its value, `None` for 404). Used on fixture trees;
-/// the HTTP client does the same walk with its own error handling.
+/// `latest/meta-data/` → its value, `None` for 404), asking for the keys
+/// the HTTP client asks for, in the same stages. Used on fixture trees;
+/// the client does the same walk with its own error handling.
 pub fn instance_from(
     get: impl Fn(&str) -> Option<String>,
 ) -> Result<super::model::Instance, String> {
@@ -402,20 +463,30 @@ pub fn instance_from(
         .parse()
         .map_err(|e| format!("top-level mac: {e}"))?;
     let listing = get("network/interfaces/macs/").unwrap_or_default();
+    let read = |mac: Mac, keys: &[&str]| -> EniKeys {
+        keys.iter()
+            .map(|k| {
+                (
+                    k.to_string(),
+                    get(&format!("network/interfaces/macs/{mac}/{k}")),
+                )
+            })
+            .collect()
+    };
+    let primary_vpc = read(primary_mac, &["vpc-id"])
+        .remove("vpc-id")
+        .flatten();
     let enis = mac_listing(&listing)
         .map_err(|e| e.to_string())?
         .into_iter()
         .map(|mac| {
-            let keys: EniKeys = ENI_KEYS
-                .iter()
-                .map(|k| {
-                    (
-                        k.to_string(),
-                        get(&format!("network/interfaces/macs/{mac}/{k}")),
-                    )
-                })
-                .collect();
-            eni(mac, mac == primary_mac, &keys)
+            let primary = mac == primary_mac;
+            let mut keys = read(mac, FIRST_KEYS);
+            if !settled_early(primary, &keys) {
+                let rest = rest_keys(primary, &keys, primary_vpc.as_deref());
+                keys.extend(read(mac, &rest));
+            }
+            eni(mac, primary, &keys)
         })
         .collect();
     Ok(super::model::Instance::new(primary_mac, enis))
