@@ -609,7 +609,10 @@ async fn cache_rereads_only_volatile_keys_of_ready_enis() {
     // network-card, so network-card-index too; its VPC's blocks), 11 of
     // the secondary (in the primary's VPC: not its VPC's blocks).
     assert_eq!(sim.requests(), 28);
-    assert_eq!(first, fetch_instance(&client(&sim), &Scope::All).await.unwrap());
+    assert_eq!(
+        first,
+        fetch_instance(&client(&sim), &Scope::All).await.unwrap()
+    );
 
     let before = sim.requests();
     sim.update(|t| {
@@ -688,7 +691,10 @@ async fn a_read_of_what_is_new_asks_only_the_listing_until_a_mac_appears() {
         matches!(inst.get(mac(MAC2)), Some(EniState::Ready(_))),
         "{inst:?}"
     );
-    assert_eq!(inst, fetch_instance(&client(&sim), &Scope::All).await.unwrap());
+    assert_eq!(
+        inst,
+        fetch_instance(&client(&sim), &Scope::All).await.unwrap()
+    );
 }
 
 #[tokio::test]

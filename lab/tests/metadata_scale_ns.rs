@@ -9,10 +9,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use eniroute::values::Mac;
 use eniroute_lab::agent::{wait_for, Daemon};
 use eniroute_lab::imds_tree::{put_eni, EniMeta};
 use eniroute_lab::world::{self, EniPlan};
-use eniroute::values::Mac;
 
 /// MACs listed beside the instance's own ENIs, none with a link here.
 const LISTED: u32 = 3000;
@@ -56,8 +56,8 @@ fn thousands_of_listed_macs_cost_requests_only_for_the_linked_enis() {
     let before = inst.sim.requests();
     let o = eniroute(&inst.ns, &inst.endpoint, &["status", "--json"]);
     let read = inst.sim.requests() - before;
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
     assert_eq!(read, FULL_READ, "{}", text(&o));
     assert_eq!(v["listed_not_read"], LISTED, "{}", text(&o));
     assert_eq!(v["enis"].as_array().map(Vec::len), Some(2), "{}", text(&o));

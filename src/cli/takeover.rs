@@ -18,7 +18,6 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::{fetch, fetch_in, imds_client, kernel, load_config, runtime, Cli, Failure};
-use crate::imds::fetch::Scope;
 use crate::agent::Namespace;
 use crate::claim::{self, Claim, Claimed};
 use crate::config::Config;
@@ -26,6 +25,7 @@ use crate::ec2::client::{endpoint_from_env, Class, ErrorKind};
 use crate::ec2::credentials::{self, Env};
 use crate::ec2::{Ec2Client, Ec2Error, Ec2Options};
 use crate::imds::client::ImdsClient;
+use crate::imds::fetch::Scope;
 use crate::imds::model::{Eni, Instance};
 use crate::netlink::Kernel;
 use crate::state;

@@ -71,9 +71,8 @@ impl Scope {
 /// the agent uses of each MAC in `scope` (a 404 is an absent key).
 pub async fn fetch_instance(client: &ImdsClient, scope: &Scope) -> Result<Instance, ImdsError> {
     let (primary_mac, macs) = futures::try_join!(primary_mac(client), mac_listing(client))?;
-    let (macs, unread): (Vec<Mac>, Vec<Mac>) = macs
-        .into_iter()
-        .partition(|m| scope.reads(*m, primary_mac));
+    let (macs, unread): (Vec<Mac>, Vec<Mac>) =
+        macs.into_iter().partition(|m| scope.reads(*m, primary_mac));
     let primary_vpc = OnceCell::new();
     let enis = stream::iter(macs)
         .map(|mac| {
@@ -139,10 +138,8 @@ async fn primary_vpc_id<'a>(
     primary_mac: Mac,
     cell: &'a OnceCell<Option<String>>,
 ) -> Result<&'a Option<String>, ImdsError> {
-    cell.get_or_try_init(|| async {
-        Ok(fetch_key(client, primary_mac, "vpc-id").await?.1)
-    })
-    .await
+    cell.get_or_try_init(|| async { Ok(fetch_key(client, primary_mac, "vpc-id").await?.1) })
+        .await
 }
 
 /// Metadata remembered between polls, for a daemon that reads the instance

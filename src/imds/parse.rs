@@ -473,9 +473,7 @@ pub fn instance_from(
             })
             .collect()
     };
-    let primary_vpc = read(primary_mac, &["vpc-id"])
-        .remove("vpc-id")
-        .flatten();
+    let primary_vpc = read(primary_mac, &["vpc-id"]).remove("vpc-id").flatten();
     let enis = mac_listing(&listing)
         .map_err(|e| e.to_string())?
         .into_iter()
