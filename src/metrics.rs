@@ -92,6 +92,8 @@ struct Gauges {
     waiting: u64,
     /// Managed ENIs with a change that failed.
     failing: u64,
+    /// ENIs held on metadata that is not applied (see [`Plan::held`]).
+    held: u64,
     changes_failing: u64,
     owned: Owned,
     warnings: BTreeMap<&'static str, u64>,
@@ -286,6 +288,7 @@ impl Metrics {
         let mut g = Gauges {
             waiting: waiting as u64,
             failing: failing.len() as u64,
+            held: o.plan.held().count() as u64,
             changes_failing: applied.errors.len() as u64,
             owned: o.owned,
             ..Gauges::default()
@@ -357,6 +360,12 @@ impl Metrics {
             "gauge",
             "Managed ENIs with a change that failed in the last reconcile.",
             g.failing,
+        );
+        out.single(
+            "eniroute_enis_held",
+            "gauge",
+            "ENIs whose link keeps what it has because metadata for them is not applied (implausible, inconsistent, or a removal not confirmed yet).",
+            g.held,
         );
         out.single(
             "eniroute_changes_failing",
@@ -750,6 +759,7 @@ mod tests {
             ("eniroute_enis{state=\"not_ready\"}", "1"),
             ("eniroute_enis{state=\"invalid\"}", "0"),
             ("eniroute_enis_waiting", "1"),
+            ("eniroute_enis_held", "0"),
             ("eniroute_enis_failing", "1"),
             ("eniroute_changes_failing", "1"),
             ("eniroute_owned_rules", "3"),
@@ -779,6 +789,12 @@ mod tests {
             "1764500000.000"
         );
         assert_eq!(sample(&text, "eniroute_enis_failing"), "0");
+        // An ENI whose metadata is not applied, its link on the host: held.
+        let mut held = o.clone();
+        held.plan.enis[1].status = EniStatus::Invalid("ENI eni-1: key x".into());
+        m.reconciled(t0, SystemTime::UNIX_EPOCH + EPOCH_PLUS, Ok(&held), 0);
+        assert_eq!(sample(&m.render(), "eniroute_enis_held"), "1");
+        m.reconciled(t0, SystemTime::UNIX_EPOCH + EPOCH_PLUS, Ok(&o), 0);
         assert_eq!(
             sample(&text, "eniroute_conflicts{kind=\"foreign_rule_in_range\"}"),
             "0"

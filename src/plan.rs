@@ -86,6 +86,25 @@ impl Plan {
             .collect()
     }
 
+    /// ENIs held: their link is on the host, and what metadata says of them
+    /// is not applied (a value no ENI can have, an address listed on two
+    /// ENIs, a table another ENI has, or a removal a second read has not
+    /// confirmed yet). Their links keep what they have until metadata is
+    /// consistent again.
+    pub fn held(&self) -> impl Iterator<Item = &EniSummary> {
+        self.enis.iter().filter(|e| {
+            e.index.is_some()
+                && match &e.status {
+                    EniStatus::Invalid(_) => true,
+                    EniStatus::NotReady(_) => self.warnings.iter().any(|w| {
+                        matches!(w, Warning::UnconfirmedRemoval { dev, .. }
+                            if e.dev.as_ref() == Some(dev))
+                    }),
+                    _ => false,
+                }
+        })
+    }
+
     /// Links of ENIs that configuration excludes: never touched.
     pub fn excluded_links(&self) -> std::collections::BTreeSet<u32> {
         self.enis

@@ -372,12 +372,7 @@ pub async fn observe(
     config: &Config,
 ) -> Result<Current, NetlinkError> {
     let mut current = Current::read(kernel, records).await?;
-    current.pod_agents = crate::pods::detect(
-        &current.links,
-        &current.rules,
-        config.numbering.protocol,
-        &crate::pods::host_files(&crate::coexist::host_root()),
-    );
+    current.detect_pod_agents(config.numbering.protocol);
     let plan = crate::plan::plan(instance, &current.ready_links(), config);
     current.read_sysctls(kernel, &plan);
     Ok(current)

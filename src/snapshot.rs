@@ -38,6 +38,18 @@ pub struct Current {
 }
 
 impl Current {
+    /// Looks for the agents that hand the primary ENI's secondary addresses
+    /// to pods or tasks: from the links, the rules of other protocols than
+    /// `protocol` and the host's files, never from metadata.
+    pub fn detect_pod_agents(&mut self, protocol: u8) {
+        self.pod_agents = crate::pods::detect(
+            &self.links,
+            &self.rules,
+            protocol,
+            &crate::pods::host_files(&crate::coexist::host_root()),
+        );
+    }
+
     /// Reads the host. Addresses the state file records as added by the
     /// agent count as owned too (for kernels that do not keep `IFA_PROTO`).
     pub async fn read(

@@ -1,7 +1,9 @@
 //! `eniroute status` as a health check in a simulated instance: its exit
 //! code for in sync (0), drift (3), a foreign rule that takes an ENI's
-//! traffic first (4) and unreadable metadata (5, with the kernel's state
-//! still shown and marked unverified); addresses as the kernel has them.
+//! traffic first (4), unreadable metadata (5, with the kernel's state
+//! still shown and marked unverified, and the pod agents found on the
+//! host) and an ENI held on implausible metadata (6); addresses as the
+//! kernel has them.
 
 mod common;
 
@@ -308,4 +310,103 @@ fn metadata_failures_name_their_likely_cause() {
         err.contains("never sends metadata requests through a proxy"),
         "{err}"
     );
+}
+
+const ETH1_MAC: &str = "0a:e0:00:01:00:01";
+
+#[test]
+fn an_eni_held_on_implausible_metadata_exits_6_until_metadata_is_consistent() {
+    if !need_root("an_eni_held_on_implausible_metadata_exits_6_until_metadata_is_consistent") {
+        return;
+    }
+    let lab = world::management_network().unwrap();
+    let inst = &lab.inst;
+    apply(&inst.ns, &inst.endpoint);
+    let _ssh = server(&inst.ns, 22);
+    let subnet = format!("/network/interfaces/macs/{ETH1_MAC}/subnet-ipv4-cidr-block");
+    // A subnet with host bits: nothing may be changed from it.
+    inst.sim.update(|t| {
+        *t.pointer_mut(&subnet).unwrap() = serde_json::json!("10.0.2.5/24");
+    });
+    let o = eniroute(&inst.ns, &inst.endpoint, &["status"]);
+    assert_eq!(o.status.code(), Some(6), "{}", text(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("invalid metadata: ENI eni-0010001lab"),
+        "{out}"
+    );
+    assert!(out.contains("warning: "), "{out}");
+    assert!(
+        out.trim_end()
+            .ends_with("1 ENI(s) held: metadata for them is not applied (see the warnings); their links keep what they have"),
+        "{out}"
+    );
+    assert!(stderr(&o).contains("status: 1 ENI(s) held"), "{}", text(&o));
+    let o = eniroute(&inst.ns, &inst.endpoint, &["status", "--json"]);
+    assert_eq!(o.status.code(), Some(6), "{}", text(&o));
+    let v = json(&o);
+    assert_eq!(
+        (
+            v["state"].as_str(),
+            v["exit_code"].as_u64(),
+            v["held"].as_u64()
+        ),
+        (Some("held"), Some(6), Some(1)),
+        "{v}"
+    );
+    assert_eq!(eni(&v, "eth1")["held"], true, "{v}");
+    assert!(eni(&v, "eth0").get("held").is_none(), "{v}");
+    // Nothing was changed: eth1 still answers through eth1.
+    assert_eq!(dev_for(&inst.ns, "10.9.0.5", Some("10.0.2.21")), "eth1");
+    let seen = reaches(&lab.admin, "10.0.2.21", 22, LONG).unwrap();
+    assert!(seen.starts_with("10.9.0.5:"), "server saw {seen}");
+
+    // Consistent again: in sync, exit 0.
+    inst.sim.update(|t| {
+        *t.pointer_mut(&subnet).unwrap() = serde_json::json!("10.0.2.0/24");
+    });
+    let o = eniroute(&inst.ns, &inst.endpoint, &["status", "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v = json(&o);
+    assert_eq!(
+        (v["state"].as_str(), v["held"].as_u64()),
+        (Some("in-sync"), Some(0))
+    );
+}
+
+#[test]
+fn without_metadata_status_still_names_the_pod_agents_it_finds() {
+    if !need_root("without_metadata_status_still_names_the_pod_agents_it_finds") {
+        return;
+    }
+    let lab = world::management_network().unwrap();
+    let inst = &lab.inst;
+    apply(&inst.ns, &inst.endpoint);
+    // The VPC CNI's rule for the way to a pod.
+    inst.ns
+        .ip([
+            "rule",
+            "add",
+            "to",
+            "10.0.1.11",
+            "lookup",
+            "main",
+            "priority",
+            "512",
+        ])
+        .unwrap();
+    inst.sim.set_fault(None, Some(Fault::Status(500)));
+    let o = eniroute(&inst.ns, &inst.endpoint, &["status"]);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("pods: Kubernetes VPC CNI (rule at priority 512 of protocol "),
+        "{out}"
+    );
+    let o = eniroute(&inst.ns, &inst.endpoint, &["status", "--json"]);
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o));
+    let v = json(&o);
+    assert_eq!(v["state"], "metadata-unavailable");
+    assert_eq!(v["pod_agents"][0]["agent"], "vpc-cni", "{v}");
+    assert_eq!(v["primary_secondary_ips"], "leave", "{v}");
 }

@@ -1,7 +1,8 @@
 //! `eniroute status`: each ENI as the kernel has it now: its rules and
 //! routes present or missing, drift, and foreign rules that send one of its
 //! addresses elsewhere. A health check: the exit code says in sync (0),
-//! drift (3), conflicts (4) or metadata unreadable (5); docs/STATUS.md.
+//! drift (3), conflicts (4), metadata unreadable (5) or an ENI held on
+//! metadata that is not applied (6); docs/STATUS.md.
 //! Without metadata it still shows what the kernel holds for the links the
 //! agent manages, marked unverified.
 
@@ -16,19 +17,22 @@ use crate::imds::model::Instance;
 use crate::plan::EniStatus;
 use crate::reconcile::{foreign_rules_ahead, Assessment, Current, Op, Ownership};
 use crate::state;
-use crate::values::{ForeignRule, KernelRule, Link, Rule, Warning};
+use crate::values::{ForeignRule, KernelRule, Link, Mac, Rule, Warning};
 
 /// The version of the `--json` document; raised when a field changes
 /// meaning or goes away (adding a field does not raise it).
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// Exit codes beyond the CLI's 1 (runtime failure) and 2 (bad input).
-/// When several apply, the highest wins: without metadata neither drift nor
-/// the ENIs' addresses can be known, and a conflict is something `apply`
-/// cannot repair while drift is.
+/// When several apply, the highest wins: an ENI held on implausible
+/// metadata is a fault in what EC2 says, which nothing on the host repairs
+/// (and it needs metadata, so it never meets 5); without metadata neither
+/// drift nor the ENIs' addresses can be known; and a conflict is something
+/// `apply` cannot repair while drift is.
 pub const EXIT_DRIFT: u8 = 3;
 pub const EXIT_CONFLICT: u8 = 4;
 pub const EXIT_METADATA: u8 = 5;
+pub const EXIT_HELD: u8 = 6;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -84,12 +88,16 @@ struct EniReport {
     /// agent leaves it down.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     down_by_administrator: bool,
+    /// What metadata says of this ENI is not applied (implausible or
+    /// inconsistent, or an unconfirmed removal): its link keeps what it has.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    held: bool,
 }
 
 #[derive(Debug, Serialize)]
 struct Report {
     schema_version: u32,
-    /// `in-sync`, `drift`, `conflict` or `metadata-unavailable`.
+    /// `in-sync`, `drift`, `conflict`, `metadata-unavailable` or `held`.
     state: &'static str,
     /// The exit code of this run.
     exit_code: u8,
@@ -119,6 +127,8 @@ struct Report {
     /// Foreign rules that take an ENI's traffic first, in all, plus one
     /// when amazon-ec2-net-utils keeps the daemon standing by.
     conflicts: usize,
+    /// ENIs held on metadata that is not applied.
+    held: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -250,6 +260,7 @@ fn report(
     let netplan = std::fs::read_to_string("/etc/netplan/50-cloud-init.yaml").ok();
     let plan = &assessment.plan;
     let changes = &assessment.changes;
+    let held: BTreeSet<Mac> = plan.held().map(|e| e.mac).collect();
     let owned: BTreeSet<&Rule> = current.owned_rules(own.protocol).collect();
     let enis: Vec<EniReport> = plan
         .enis
@@ -292,6 +303,7 @@ fn report(
                     .map(|t| foreign_rules_ahead(&e.addresses, t, &current.rules, own.protocol))
                     .unwrap_or_default(),
                 down_by_administrator: e.index.is_some_and(|i| current.held_down.contains(&i)),
+                held: held.contains(&e.mac),
                 cloud_init: e
                     .table
                     .map(|t| cloud_init_rules(&e.addresses, t, &current.rules, netplan.as_deref()))
@@ -307,7 +319,9 @@ fn report(
     );
     let conflicts = enis.iter().map(|e| e.conflicts.len()).sum::<usize>() + standing_by;
     let drift = changes.len();
-    let (state, exit_code) = if conflicts > 0 {
+    let (state, exit_code) = if !held.is_empty() {
+        ("held", EXIT_HELD)
+    } else if conflicts > 0 {
         ("conflict", EXIT_CONFLICT)
     } else if drift > 0 {
         ("drift", EXIT_DRIFT)
@@ -335,6 +349,7 @@ fn report(
             .count(),
         drift,
         conflicts,
+        held: held.len(),
     }
 }
 
@@ -384,6 +399,7 @@ fn unverified_report(current: &Current, cfg: &Config, metadata: MetadataReport) 
                     .unwrap_or_default(),
                 cloud_init: Vec::new(),
                 down_by_administrator: current.held_down.contains(&l.index),
+                held: false,
             }
         })
         .collect();
@@ -405,6 +421,7 @@ fn unverified_report(current: &Current, cfg: &Config, metadata: MetadataReport) 
         listed_not_read: 0,
         drift: 0,
         conflicts,
+        held: 0,
     }
 }
 
@@ -434,9 +451,12 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
             }
             Err(e) => {
                 metadata.error = Some(super::metadata_message(&e));
-                let current = Current::read(&kernel, &records)
+                let mut current = Current::read(&kernel, &records)
                     .await
                     .map_err(Failure::runtime)?;
+                // Found from the host alone: named whether or not metadata
+                // answers.
+                current.detect_pod_agents(cfg.numbering.protocol);
                 unverified_report(&current, &cfg, metadata)
             }
         };
@@ -466,6 +486,10 @@ fn verdict(r: &Report) -> String {
             r.conflicts
         ),
         "drift" => format!("{} pending changes (run `eniroute apply`)", r.drift),
+        "held" => format!(
+            "{} ENI(s) held: metadata for them is not applied (see the warnings); their links keep what they have",
+            r.held
+        ),
         _ => "in sync".into(),
     }
 }
@@ -647,7 +671,10 @@ fn print_human(r: &Report) {
             r.drift
         );
     }
-    if r.conflicts == 0 && r.drift == 0 {
+    if r.held > 0 {
+        println!("{}", verdict(r));
+    }
+    if r.conflicts == 0 && r.drift == 0 && r.held == 0 {
         println!("in sync{foreign}");
     }
 }

@@ -617,6 +617,10 @@ impl Machine {
         if waiting > 0 {
             status += &format!(", {waiting} waiting for metadata");
         }
+        let held = o.plan.held().count();
+        if held > 0 {
+            status += &format!(", {held} held on metadata not applied");
+        }
         if !o.applied.errors.is_empty() {
             status += &format!(", {} changes failing", o.applied.errors.len());
         }

@@ -70,7 +70,10 @@ impl Scope {
 /// Reads the instance: the top-level `mac`, the MAC listing, and the keys
 /// the agent uses of each MAC in `scope` (a 404 is an absent key).
 pub async fn fetch_instance(client: &ImdsClient, scope: &Scope) -> Result<Instance, ImdsError> {
-    let (primary_mac, macs) = futures::try_join!(primary_mac(client), mac_listing(client))?;
+    // Both answered before either error counts, so that a broken endpoint
+    // is reported the same way every time: the `mac` first.
+    let (primary_mac, macs) = futures::join!(primary_mac(client), mac_listing(client));
+    let (primary_mac, macs) = (primary_mac?, macs?);
     let (macs, unread): (Vec<Mac>, Vec<Mac>) =
         macs.into_iter().partition(|m| scope.reads(*m, primary_mac));
     let primary_vpc = OnceCell::new();

@@ -165,7 +165,7 @@ fn extra_sections(roff: &mut Roff) {
         ),
         (
             "3 to 8",
-            "what eniroute status and eniroute trace found. status: 3 drift, 4 a conflict, 5 metadata unreadable. trace: 3 eniroute's rule or address for the source missing, 4 a foreign rule first, 6 the wrong link for another reason, 7 a source that is no ENI's address, 8 no route.",
+            "what eniroute status and eniroute trace found. status: 3 drift, 4 a conflict, 5 metadata unreadable, 6 an ENI held on metadata that is not applied. trace: 3 eniroute's rule or address for the source missing, 4 a foreign rule first, 6 the wrong link for another reason, 7 a source that is no ENI's address, 8 no route.",
         ),
     ] {
         roff.control("TP", [] as [&str; 0]);
