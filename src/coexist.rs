@@ -380,6 +380,7 @@ mod tests {
                     addr: net(a),
                     owned: false,
                     valid_lft: None,
+                    proto: None,
                 })
                 .collect(),
         }

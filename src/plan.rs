@@ -390,9 +390,10 @@ impl EniPlanner<'_> {
             // Hot-plugged ENIs often get no DHCP lease: give the link its
             // primary address with the subnet prefix, unless someone else
             // already put an address from that subnet there, or a DHCP
-            // client serves the link (an IPv4 address with a lifetime, now
-            // or a moment ago): the primary is that client's to add, also
-            // while it is briefly gone (`networkctl reconfigure`).
+            // client or a network manager serves the link (an IPv4 address
+            // with a lifetime or a protocol of its own, now or a moment
+            // ago): the primary is theirs to add, also while it is briefly
+            // gone (`networkctl reconfigure`).
             let foreign_in_subnet =
                 self.link.addresses.iter().any(|a| {
                     !a.owned && matches!(a.addr, IpNet::V4(n) if subnet.contains(&n.addr()))
@@ -401,7 +402,7 @@ impl EniPlanner<'_> {
                 .link
                 .addresses
                 .iter()
-                .any(|a| !a.owned && a.valid_lft.is_some() && matches!(a.addr, IpNet::V4(_)));
+                .any(|a| a.managed_elsewhere() && matches!(a.addr, IpNet::V4(_)));
             if !foreign_in_subnet && !dhcp {
                 let net = Ipv4Net::new(primary, subnet.prefix_len()).unwrap_or(subnet);
                 self.address(IpNet::V4(net), false);
@@ -697,6 +698,7 @@ mod tests {
                     addr: a.parse().unwrap(),
                     owned: false,
                     valid_lft: *valid_lft,
+                    proto: None,
                 })
                 .collect(),
         }]
@@ -745,6 +747,18 @@ mod tests {
         assert!(!lines(&p)
             .iter()
             .any(|x| x.starts_with("address 10.0.2.20/24")));
+        // A network manager's permanent address elsewhere on the link (a
+        // protocol of its own in IFA_PROTO) counts too; the kernel's own
+        // protocols are no manager, and neither is an address without one.
+        let managed = |proto: Option<u8>| {
+            let mut links = eth1(&[("192.168.0.5/24", None)]);
+            links[0].addresses[0].proto = proto;
+            lines(&plan(&inst, &links, &cfg))
+                .iter()
+                .any(|x| x.starts_with("address 10.0.2.20/24"))
+        };
+        assert!(!managed(Some(4)), "a manager's address");
+        assert!(managed(None), "no manager named");
         // Nothing serves a bare link: the agent gives it its primary.
         let p = plan(&inst, &eth1(&[]), &cfg);
         let l = lines(&p);

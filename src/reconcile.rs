@@ -597,6 +597,7 @@ mod tests {
                 addr: a.address,
                 owned: true,
                 valid_lft: None,
+                proto: None,
             });
             Ok(())
         }
@@ -784,6 +785,7 @@ mod tests {
                     addr: "10.0.1.10/24".parse().unwrap(),
                     owned: false,
                     valid_lft: None,
+                    proto: None,
                 }],
             },
             Link {
@@ -1474,6 +1476,7 @@ mod tests {
                 addr: "10.0.1.10/24".parse().unwrap(),
                 owned: false,
                 valid_lft: Some(7200),
+                proto: None,
             },
             removed: false,
         };

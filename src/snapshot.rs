@@ -60,9 +60,11 @@ impl Current {
         let recorded = records.owned(&links);
         for link in &mut links {
             for a in &mut link.addresses {
-                // eniroute adds only permanent addresses: one with a
-                // lifetime is a DHCP client's, whatever a state file says.
-                a.owned |= recorded.contains(&(link.index, a.addr)) && a.valid_lft.is_none();
+                // eniroute adds only permanent addresses without another
+                // protocol: one with a lifetime is a DHCP client's, one with
+                // a protocol of its own a network manager's, whatever a
+                // state file says.
+                a.owned |= recorded.contains(&(link.index, a.addr)) && !a.managed_elsewhere();
             }
         }
         let udev_pending = links
@@ -116,6 +118,7 @@ impl Current {
                     addr: *addr,
                     owned: false,
                     valid_lft: Some(0),
+                    proto: None,
                 });
             }
         }
@@ -271,11 +274,13 @@ mod tests {
                         addr: "10.0.2.20/24".parse().unwrap(),
                         owned: false,
                         valid_lft: Some(3600),
+                        proto: None,
                     },
                     LinkAddress {
                         addr: "10.0.2.21/32".parse().unwrap(),
                         owned: true,
                         valid_lft: None,
+                        proto: None,
                     },
                 ],
             }],

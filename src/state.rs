@@ -22,6 +22,11 @@ pub const RUN_ROOT: &str = "/run/eniroute";
 
 const LINKS_UP: &str = "links-up.json";
 const LEASES: &str = "leases.json";
+/// How long a network manager's permanent address (one with a protocol of
+/// its own) is remembered after it was last seen: it has no lease time to
+/// go by, and a manager that has not put it back within a day has let go
+/// of it.
+const MANAGER_MEMORY: u64 = 24 * 60 * 60;
 
 /// A file or directory of the state that could not be used, and why.
 #[derive(Debug, thiserror::Error)]
@@ -231,7 +236,9 @@ pub struct AddressRecords {
     /// by MAC, with when that lifetime ends (seconds since the epoch): an
     /// address that vanishes before then (`networkctl reconfigure`, a
     /// client restarting) is still that client's and is not added by the
-    /// agent. Kept in `leases.json`.
+    /// agent. A network manager's permanent address (a protocol of its
+    /// own) is remembered the same way, for [`MANAGER_MEMORY`]. Kept in
+    /// `leases.json`.
     leases: BTreeMap<(Mac, IpNet), u64>,
 }
 
@@ -361,6 +368,8 @@ impl AddressRecords {
             for a in l.addresses.iter().filter(|a| !a.owned) {
                 if let Some(valid) = a.valid_lft.filter(|v| *v > 0) {
                     next.insert((mac, a.addr), now.saturating_add(u64::from(valid)));
+                } else if a.valid_lft.is_none() && a.proto.is_some() {
+                    next.insert((mac, a.addr), now.saturating_add(MANAGER_MEMORY));
                 }
             }
         }
@@ -526,16 +535,19 @@ mod tests {
                 addr,
                 owned: false,
                 valid_lft: Some(60),
+                proto: None,
             },
             crate::values::LinkAddress {
                 addr: "10.0.2.21/32".parse().unwrap(),
                 owned: true,
                 valid_lft: Some(60),
+                proto: None,
             },
             crate::values::LinkAddress {
                 addr: "10.0.2.22/32".parse().unwrap(),
                 owned: false,
                 valid_lft: None,
+                proto: None,
             },
         ];
         let mut r = AddressRecords::load(&dir);
@@ -557,6 +569,33 @@ mod tests {
         // Another link with the same ifindex is not the one that had it.
         assert!(r
             .leases_gone_at(&[link(3, "0a:00:00:00:00:09")], 1030)
+            .is_empty());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    /// A network manager's permanent address (IFA_PROTO of its own) that
+    /// vanishes is remembered as the manager's for a day.
+    #[test]
+    fn a_vanished_managers_address_is_remembered_for_a_day() {
+        let dir = std::env::temp_dir().join(format!("eniroute-managed-{}", std::process::id()));
+        let addr: IpNet = "10.0.2.20/24".parse().unwrap();
+        let mut eth1 = link(3, "0a:00:00:00:00:02");
+        eth1.addresses = vec![crate::values::LinkAddress {
+            addr,
+            owned: false,
+            valid_lft: None,
+            proto: Some(4),
+        }];
+        let mut r = AddressRecords::load(&dir);
+        r.note_leases_at(std::slice::from_ref(&eth1), 1000).unwrap();
+        let bare = link(3, "0a:00:00:00:00:02");
+        let r = AddressRecords::load(&dir);
+        assert_eq!(
+            r.leases_gone_at(std::slice::from_ref(&bare), 1030),
+            BTreeSet::from([(3, addr)])
+        );
+        assert!(r
+            .leases_gone_at(std::slice::from_ref(&bare), 1000 + MANAGER_MEMORY + 1)
             .is_empty());
         let _ = fs::remove_dir_all(&dir);
     }

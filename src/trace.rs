@@ -554,6 +554,7 @@ mod tests {
                     addr: a.parse().unwrap(),
                     owned: false,
                     valid_lft: None,
+                    proto: None,
                 })
                 .collect(),
         }
@@ -947,6 +948,7 @@ mod tests {
             addr: "2001:db8:2::21/128".parse().unwrap(),
             owned: true,
             valid_lft: None,
+            proto: None,
         });
         w.enis[1].owns.push("2001:db8:2::21/128".parse().unwrap());
         w.enis[1].managed = false;

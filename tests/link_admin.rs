@@ -23,6 +23,7 @@ fn links(eth1_up: bool) -> Vec<Link> {
             addr: addr.parse().unwrap(),
             owned: false,
             valid_lft: None,
+            proto: None,
         }],
     };
     vec![

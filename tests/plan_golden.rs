@@ -34,6 +34,7 @@ fn links_for(tree: &serde_json::Value) -> Vec<Link> {
                         addr: net.parse().unwrap(),
                         owned: false,
                         valid_lft: None,
+                        proto: None,
                     });
                 }
             }

@@ -64,6 +64,7 @@ fn links_with(eth1: &[(&str, bool)]) -> Vec<Link> {
                 addr: a.parse().unwrap(),
                 owned: *owned,
                 valid_lft: None,
+                proto: None,
             })
             .collect(),
     };

@@ -154,6 +154,17 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        // The agent keeps per-namespace state (address records, DHCP
+        // leases, claims) in a directory named by the namespace's inode,
+        // and the kernel hands a freed inode to the next namespace: a later
+        // test's instance must not inherit this one's state.
+        if let Ok(meta) = std::fs::metadata(self.path()) {
+            use std::os::unix::fs::MetadataExt;
+            let root = std::env::var_os("ENIROUTE_RUN_ROOT")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(eniroute::state::RUN_ROOT));
+            let _ = std::fs::remove_dir_all(root.join(format!("net-{}", meta.ino())));
+        }
         if let Err(e) = run_ip(["netns", "del", self.name.as_str()]) {
             tracing::warn!(netns = %self.name, error = %e, "could not delete network namespace");
         }

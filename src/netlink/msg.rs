@@ -340,11 +340,20 @@ pub(crate) fn parse_address(msg: &AddressMessage, protocol: u8) -> Option<(u32, 
     let mut address = None;
     let mut owned = false;
     let mut valid_lft = None;
+    let mut proto = None;
     for attr in &msg.attributes {
         match attr {
             AddressAttribute::Local(a) => local = Some(*a),
             AddressAttribute::Address(a) => address = Some(*a),
-            AddressAttribute::Protocol(p) => owned = u8::from(*p) == protocol,
+            AddressAttribute::Protocol(p) => {
+                owned = u8::from(*p) == protocol;
+                // The kernel's own protocols (loopback, router
+                // advertisement, link-local) and 0 (unset) name no manager.
+                proto = match p {
+                    AddressProtocol::Other(n) if *n != protocol && *n != 0 => Some(*n),
+                    _ => None,
+                };
+            }
             // INFINITY_LIFE_TIME (all ones) is a permanent address.
             AddressAttribute::CacheInfo(c) if c.ifa_valid != u32::MAX => {
                 valid_lft = Some(c.ifa_valid)
@@ -359,6 +368,7 @@ pub(crate) fn parse_address(msg: &AddressMessage, protocol: u8) -> Option<(u32, 
             addr,
             owned,
             valid_lft,
+            proto,
         },
     ))
 }
@@ -706,6 +716,7 @@ mod tests {
                     addr: "10.0.2.21/24".parse().unwrap(),
                     owned: true,
                     valid_lft: None,
+                    proto: None,
                 }
             ))
         );

@@ -257,8 +257,10 @@ impl View {
                 // (owned) is not undone by its own echo from a kernel that
                 // does not keep IFA_PROTO.
                 let owned = link.addresses[i].owned || address.owned;
-                let changed = link.addresses[i].owned != owned;
+                let changed =
+                    link.addresses[i].owned != owned || link.addresses[i].proto != address.proto;
                 link.addresses[i].owned = owned;
+                link.addresses[i].proto = address.proto;
                 // A DHCP renew moves the lifetime; kept current for the
                 // lease memory, and no reason to reconcile by itself.
                 link.addresses[i].valid_lft = address.valid_lft;
@@ -601,6 +603,7 @@ impl<K: Kernel> Kernel for Viewed<K> {
                 addr: address.address,
                 owned: true,
                 valid_lft: None,
+                proto: None,
             },
             removed: false,
         });
@@ -616,6 +619,7 @@ impl<K: Kernel> Kernel for Viewed<K> {
                     addr: address,
                     owned: true,
                     valid_lft: None,
+                    proto: None,
                 },
                 removed: true,
             });
@@ -974,6 +978,7 @@ mod tests {
             addr: "10.9.9.9/32".parse().unwrap(),
             owned: false,
             valid_lft: None,
+            proto: None,
         });
         assert!(v.apply(&link_change(&renamed, false)));
         assert!(v.routes().iter().all(|r| r.route.dev == "ens6"));
@@ -984,6 +989,7 @@ mod tests {
                 addr: "10.0.2.20/24".parse().unwrap(),
                 owned: false,
                 valid_lft: None,
+                proto: None,
             },
             removed: false,
         };
@@ -1020,6 +1026,7 @@ mod tests {
                 addr: "10.0.2.20/24".parse().unwrap(),
                 owned: false,
                 valid_lft: None,
+                proto: None,
             },
             removed,
         };
@@ -1042,6 +1049,7 @@ mod tests {
                 addr: "10.0.2.21/32".parse().unwrap(),
                 owned,
                 valid_lft: None,
+                proto: None,
             },
             removed,
         };
@@ -1059,6 +1067,7 @@ mod tests {
                 addr: "10.0.9.9/24".parse().unwrap(),
                 owned: false,
                 valid_lft: None,
+                proto: None,
             },
             removed: false
         }));

@@ -49,6 +49,21 @@ pub struct LinkAddress {
     /// the address is that client's, renewed or dropped by it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_lft: Option<u32>,
+    /// The kernel's `IFA_PROTO` when someone else added the address with a
+    /// protocol of their own (a network manager marks its addresses so
+    /// where the kernel keeps it); `None` for none, eniroute's own, and the
+    /// kernel's (loopback, router advertisement, link-local).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<u8>,
+}
+
+impl LinkAddress {
+    /// Someone else's and kept up by them: a DHCP client's (a finite
+    /// lifetime) or a network manager's (a protocol of its own). Its owner
+    /// puts it back if it goes; eniroute must not.
+    pub fn managed_elsewhere(&self) -> bool {
+        !self.owned && (self.valid_lft.is_some() || self.proto.is_some())
+    }
 }
 
 /// A network interface as the kernel reports it.

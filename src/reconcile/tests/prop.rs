@@ -145,6 +145,7 @@ fn topology(rng: &mut Rng) -> Topology {
                 owned: false,
                 // A DHCP lease.
                 valid_lft: Some(3600),
+                proto: None,
             });
         }
         if !v6.is_empty() && rng.chance(30) {
@@ -152,6 +153,7 @@ fn topology(rng: &mut Rng) -> Topology {
                 addr: format!("{}/128", v6[0]).parse().unwrap(),
                 owned: false,
                 valid_lft: Some(3600),
+                proto: None,
             });
         }
         links.push(Link {
@@ -177,6 +179,7 @@ fn topology(rng: &mut Rng) -> Topology {
                 addr: "172.17.0.1/16".parse().unwrap(),
                 owned: false,
                 valid_lft: None,
+                proto: None,
             }],
         });
     }
