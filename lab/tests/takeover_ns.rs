@@ -663,6 +663,68 @@ fn eni_takeover_moves_the_eni_and_routes_it_before_metadata_shows_it() {
 }
 
 #[test]
+fn eni_takeover_carries_the_enis_ipv6_address() {
+    if !need_root("eni_takeover_carries_the_enis_ipv6_address")
+        || !need_moto("eni_takeover_carries_the_enis_ipv6_address")
+    {
+        return;
+    }
+    let World6 { w, .. } = world6();
+    let net = w.lab.subnet_ipv6("10.0.2.0/24").unwrap();
+    let service = Ipv6Addr::from(u128::from(net.network()) + 0x50).to_string();
+    let eni = w.primary.eni_id("eth1").unwrap().to_string();
+    w.lab
+        .assign_ipv6(&eni, &[service.parse().unwrap()])
+        .unwrap();
+    common::apply(&w.primary.ns, &w.primary.endpoint);
+    common::apply(&w.standby.ns, &w.standby.endpoint);
+    let _p = named_server(&w.primary.ns, "primary");
+    let _s = named_server(&w.standby.ns, "standby");
+    assert_eq!(who(&w.client, &service).as_deref(), Some("primary"));
+    let daemon = Daemon::start(common::bin(), &w.standby.ns, &w.standby.endpoint, None).unwrap();
+    lab_agent::wait_for(Duration::from_secs(5), || {
+        w.standby
+            .ns
+            .ip(["rule"])
+            .unwrap_or_default()
+            .contains("10.0.3.20")
+    })
+    .expect("standby daemon configured");
+
+    w.lab.set_lag(Duration::from_secs(600));
+    let o = takeover(&w, &["--eni", &eni]);
+    assert!(
+        o.status.success(),
+        "{}\ndaemon log:\n{}",
+        text(&o),
+        daemon.log()
+    );
+    assert!(
+        !lists(&w.standby, &eni),
+        "metadata already showed the ENI; the test proves nothing"
+    );
+    // The claim carries the ENI's IPv6 address and its subnet's block
+    // from EC2's answer: both families answer on the standby at once, and
+    // the IPv6 answer leaves through the moved ENI's table.
+    assert_eq!(
+        who(&w.client, &service).as_deref(),
+        Some("standby"),
+        "daemon log:\n{}",
+        daemon.log()
+    );
+    assert_eq!(who(&w.client, "10.0.2.50").as_deref(), Some("standby"));
+    assert_eq!(
+        common::dev_for(&w.standby.ns, CLIENT_V6, Some(&service)),
+        "eth1"
+    );
+    w.lab.sync(false).unwrap();
+    lab_agent::wait_for(Duration::from_secs(15), || lists(&w.standby, &eni))
+        .expect("standby metadata shows the ENI");
+    assert_eq!(who(&w.client, &service).as_deref(), Some("standby"));
+    drop(daemon);
+}
+
+#[test]
 fn eni_takeover_faults_half_way_and_other_zone() {
     if !need_root("eni_takeover_faults_half_way_and_other_zone")
         || !need_moto("eni_takeover_faults_half_way_and_other_zone")
