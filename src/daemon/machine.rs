@@ -1063,6 +1063,28 @@ mod tests {
     }
 
     #[test]
+    fn status_counts_the_enis_held_on_metadata_not_applied() {
+        let t0 = Instant::now();
+        let mut m = running(t0);
+        let mut o = outcome(&[], &[], &[]);
+        o.plan.enis.push(crate::plan::EniSummary {
+            mac: "0a:00:00:00:00:02".parse().unwrap(),
+            interface_id: None,
+            key: None,
+            table: None,
+            dev: Some("eth1".into()),
+            index: Some(3),
+            status: EniStatus::Invalid("ENI x: key subnet-ipv4-cidr-block".into()),
+            addresses: vec![],
+        });
+        let c = reconciled(&mut m, t0 + ms(10), &o);
+        assert_eq!(
+            notes(&c),
+            ["STATUS=0 ENIs managed, 1 held on metadata not applied; last reconcile: 0 changes in 2 ms"]
+        );
+    }
+
+    #[test]
     fn starts_with_a_read_then_reconciles_and_is_ready_after_the_first_clean_reconcile() {
         let t0 = Instant::now();
         let mut m = Machine::new(t0, endpoint(), POLL, middle);

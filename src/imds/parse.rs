@@ -503,6 +503,52 @@ mod tests {
 
     const MAC: &str = "0a:00:00:00:00:02";
 
+    /// What is read of an ENI beyond the first keys: nothing while its
+    /// device number lags; `network-card-index` only without
+    /// `network-card`; the VPC's blocks for the primary and for an ENI in
+    /// another VPC only.
+    #[test]
+    fn the_keys_read_after_the_first_are_those_the_plan_uses() {
+        let first = |pairs: &[(&str, &str)]| keys(pairs);
+        assert!(settled_early(false, &first(&[])));
+        assert!(settled_early(
+            false,
+            &first(&[("device-number", "0"), ("network-card", "0")])
+        ));
+        // Device 0 may be on another card: not settled before the index.
+        assert!(!settled_early(false, &first(&[("device-number", "0")])));
+        assert!(!settled_early(
+            true,
+            &first(&[("device-number", "0"), ("network-card", "0")])
+        ));
+        assert!(!settled_early(
+            false,
+            &first(&[("device-number", "x"), ("network-card", "0")])
+        ));
+
+        let same = first(&[
+            ("device-number", "1"),
+            ("network-card", "0"),
+            ("vpc-id", "vpc-1"),
+        ]);
+        assert!(needs_primary_vpc(false, &same));
+        assert!(!needs_primary_vpc(true, &same));
+        assert_eq!(rest_keys(false, &same, Some("vpc-1")), REST_KEYS);
+        let other = rest_keys(false, &same, Some("vpc-2"));
+        assert!(VPC_CIDR_KEYS.iter().all(|k| other.contains(k)), "{other:?}");
+        let primary = rest_keys(true, &same, None);
+        assert!(
+            VPC_CIDR_KEYS.iter().all(|k| primary.contains(k)),
+            "{primary:?}"
+        );
+        let no_card = rest_keys(false, &first(&[("device-number", "1")]), Some("vpc-1"));
+        assert!(no_card.contains(&"network-card-index"), "{no_card:?}");
+        // Everything read is a key the agent knows.
+        for k in FIRST_KEYS.iter().chain(&other).chain(&no_card) {
+            assert!(ENI_KEYS.contains(k), "{k}");
+        }
+    }
+
     #[test]
     fn secondary_with_device_zero_is_not_ready() {
         let k = keys(&[
