@@ -51,10 +51,11 @@ pub fn kernel(cfg: &Config) -> Result<RtNetlink, SetupError> {
 
 /// Which MACs a metadata read reads beyond the listing: those of the links
 /// on the host (a VLAN's or a bridge's included: harmless, and cheaper to
-/// read than to tell apart), and those the takeover claims in this
-/// namespace name. Without the links (the kernel could not be read) every
-/// listed MAC is read, as nothing else would be safe.
-pub fn metadata_scope<M>(links: Option<&[crate::values::Link]>, claimed: M) -> Scope
+/// read than to tell apart), and `others` (those the takeover claims in
+/// this namespace and the configuration name). Without the links (the
+/// kernel could not be read) every listed MAC is read, as nothing else
+/// would be safe.
+pub fn metadata_scope<M>(links: Option<&[crate::values::Link]>, others: M) -> Scope
 where
     M: IntoIterator<Item = crate::values::Mac>,
 {
@@ -62,7 +63,7 @@ where
         return Scope::All;
     };
     let mut macs: std::collections::BTreeSet<_> = links.iter().filter_map(|l| l.mac).collect();
-    macs.extend(claimed);
+    macs.extend(others);
     Scope::Only(macs)
 }
 

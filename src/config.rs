@@ -397,6 +397,18 @@ impl Default for LogConfig {
 }
 
 impl Config {
+    /// The MACs the configuration names (in `[[eni]]` matches and
+    /// exclusions): read from metadata whether or not their link is on the
+    /// host, so that `status` shows what the entry refers to.
+    pub fn named_macs(&self) -> Vec<Mac> {
+        self.enis
+            .iter()
+            .map(|e| &e.matcher)
+            .chain(&self.selection.exclude)
+            .filter_map(|m| m.mac)
+            .collect()
+    }
+
     /// Whether the agent must leave this ENI alone.
     pub fn excluded(&self, eni: &EniFacts) -> bool {
         self.selection.exclude.iter().any(|m| m.matches(eni))

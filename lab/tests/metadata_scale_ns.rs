@@ -138,3 +138,64 @@ fn thousands_of_listed_macs_cost_requests_only_for_the_linked_enis() {
     );
     let _ = std::fs::remove_file(cfg);
 }
+
+#[test]
+fn a_few_enis_listed_without_a_link_are_named_and_one_the_configuration_names_is_read() {
+    if !need_root(
+        "a_few_enis_listed_without_a_link_are_named_and_one_the_configuration_names_is_read",
+    ) {
+        return;
+    }
+    let lab = world::management_network().unwrap();
+    let inst = &lab.inst;
+    let (a, b) = (filler(1), filler(2));
+    inst.sim.update(|t| {
+        put_eni(t, &a);
+        put_eni(t, &b);
+    });
+    apply(&inst.ns, &inst.endpoint);
+    let o = eniroute(&inst.ns, &inst.endpoint, &["status"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let want = format!(
+        "metadata lists 2 more ENIs with no link on this host: not read ({}, {})",
+        a.mac, b.mac
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&want),
+        "{}",
+        text(&o)
+    );
+
+    // A configuration entry naming one: that one is read (its 11 keys),
+    // and shown without a link.
+    let cfg = std::env::temp_dir().join(format!("eniroute-named-{}.toml", std::process::id()));
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[eni]]\nmatch = {{ mac = \"{}\" }}\nforwarding = true\n",
+            a.mac
+        ),
+    )
+    .unwrap();
+    let before = inst.sim.requests();
+    let o = eniroute(
+        &inst.ns,
+        &inst.endpoint,
+        &["--config", cfg.to_str().unwrap(), "status", "--json"],
+    );
+    let read = inst.sim.requests() - before;
+    let _ = std::fs::remove_file(&cfg);
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    assert_eq!(read, FULL_READ + 11, "{}", text(&o));
+    assert_eq!(v["listed_not_read"], 1, "{v}");
+    assert_eq!(v["listed_not_read_macs"][0], b.mac.to_string(), "{v}");
+    let named = v["enis"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["mac"] == a.mac.to_string())
+        .unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(named["status"], "no link with this MAC", "{v}");
+    assert_eq!(named["interface_id"], a.eni_id, "{v}");
+}

@@ -26,7 +26,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
         };
         let kernel = kernel(&cfg)?;
         let t0 = std::time::Instant::now();
-        let instance = fetch(&client, &kernel).await.map_err(unchanged)?;
+        let instance = fetch(&client, &kernel, &cfg).await.map_err(unchanged)?;
         let read = t0.elapsed();
         let t1 = std::time::Instant::now();
         let mut outcome = crate::reconcile::reconcile(&kernel, &instance, &cfg, &mut ns.records)
@@ -42,7 +42,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
                 .any(|w| matches!(w, crate::values::Warning::UnconfirmedRemoval { .. }))
         };
         if held(&outcome) {
-            let mut again = fetch(&client, &kernel).await?;
+            let mut again = fetch(&client, &kernel, &cfg).await?;
             again.confirm_bare(Some(&instance));
             let second = crate::reconcile::reconcile(&kernel, &again, &cfg, &mut ns.records)
                 .await

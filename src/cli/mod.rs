@@ -233,15 +233,22 @@ pub fn imds_client(cfg: &Config) -> Result<ImdsClient, Failure> {
 /// ([`crate::agent::metadata_scope`]). A failure says what failed and its
 /// likely cause. Read-only commands use it as it is; `apply` adds that it
 /// changed nothing.
-pub async fn fetch(client: &ImdsClient, kernel: &impl Kernel) -> Result<Instance, Failure> {
-    let scope = scope(kernel).await;
+pub async fn fetch(
+    client: &ImdsClient,
+    kernel: &impl Kernel,
+    cfg: &Config,
+) -> Result<Instance, Failure> {
+    let scope = scope(kernel, cfg).await;
     fetch_in(client, &scope).await
 }
 
 /// The MACs [`fetch`] reads in depth.
-pub async fn scope(kernel: &impl Kernel) -> Scope {
+pub async fn scope(kernel: &impl Kernel, cfg: &Config) -> Scope {
     let links = kernel.links().await.ok();
-    crate::agent::metadata_scope(links.as_deref(), crate::agent::claimed_macs())
+    let others = crate::agent::claimed_macs()
+        .into_iter()
+        .chain(cfg.named_macs());
+    crate::agent::metadata_scope(links.as_deref(), others)
 }
 
 /// Reads the instance's metadata, the MACs in `scope` in depth.
@@ -265,7 +272,7 @@ pub fn kernel(cfg: &Config) -> Result<RtNetlink, Failure> {
 /// by the same function, so `plan` and `status` show what `apply` would do.
 pub async fn observe(cfg: &Config, client: &ImdsClient) -> Result<(Assessment, Current), Failure> {
     let kernel = kernel(cfg)?;
-    let instance = fetch(client, &kernel).await?;
+    let instance = fetch(client, &kernel, cfg).await?;
     let dir = state::run_dir().map_err(Failure::runtime)?;
     let records = state::AddressRecords::load(&dir);
     let current = crate::reconcile::observe(&kernel, &records, &instance, cfg)

@@ -34,6 +34,9 @@ pub const EXIT_CONFLICT: u8 = 4;
 pub const EXIT_METADATA: u8 = 5;
 pub const EXIT_HELD: u8 = 6;
 
+/// Up to this many ENIs listed but not read are named by MAC.
+const NAMED_NOT_READ: usize = 8;
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// One JSON document (docs/STATUS.md lists every field)
@@ -122,6 +125,10 @@ struct Report {
     /// ENIs metadata lists whose link is not on this host: not read beyond
     /// the listing, and not in `enis`.
     listed_not_read: usize,
+    /// Their MACs, when there are few (an ENI attached whose link never
+    /// appeared is worth naming; thousands are not).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    listed_not_read_macs: Vec<String>,
     /// Pending changes in all (what `apply` would do).
     drift: usize,
     /// Foreign rules that take an ENI's traffic first, in all, plus one
@@ -261,6 +268,11 @@ fn report(
     let plan = &assessment.plan;
     let changes = &assessment.changes;
     let held: BTreeSet<Mac> = plan.held().map(|e| e.mac).collect();
+    let not_read: Vec<&Mac> = instance
+        .unread
+        .iter()
+        .filter(|m| !plan.enis.iter().any(|e| e.mac == **m))
+        .collect();
     let owned: BTreeSet<&Rule> = current.owned_rules(own.protocol).collect();
     let enis: Vec<EniReport> = plan
         .enis
@@ -342,11 +354,12 @@ fn report(
             cfg.selection.primary_secondary_ips,
             &current.pod_agents,
         ),
-        listed_not_read: instance
-            .unread
-            .iter()
-            .filter(|m| !plan.enis.iter().any(|e| e.mac == **m))
-            .count(),
+        listed_not_read: not_read.len(),
+        listed_not_read_macs: if not_read.len() <= NAMED_NOT_READ {
+            not_read.iter().map(|m| m.to_string()).collect()
+        } else {
+            Vec::new()
+        },
         drift,
         conflicts,
         held: held.len(),
@@ -419,6 +432,7 @@ fn unverified_report(current: &Current, cfg: &Config, metadata: MetadataReport) 
             &current.pod_agents,
         ),
         listed_not_read: 0,
+        listed_not_read_macs: Vec::new(),
         drift: 0,
         conflicts,
         held: 0,
@@ -432,7 +446,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
         let kernel = kernel(&cfg)?;
         let dir = state::run_dir().map_err(Failure::runtime)?;
         let records = state::AddressRecords::load(&dir);
-        let scope = super::scope(&kernel).await;
+        let scope = super::scope(&kernel, &cfg).await;
         let fetched = crate::imds::fetch::fetch_instance(&client, &scope).await;
         let endpoint = client.endpoint_in_use();
         let mut metadata = MetadataReport {
@@ -622,8 +636,13 @@ fn print_human(r: &Report) {
         }
     }
     if r.listed_not_read > 0 {
+        let macs = if r.listed_not_read_macs.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", r.listed_not_read_macs.join(", "))
+        };
         println!(
-            "metadata lists {} more ENI{} with no link on this host: not read",
+            "metadata lists {} more ENI{} with no link on this host: not read{macs}",
             r.listed_not_read,
             if r.listed_not_read == 1 { "" } else { "s" }
         );

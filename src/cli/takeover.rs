@@ -627,7 +627,7 @@ async fn route_here(
         let mut ns = Namespace::claim()?;
         let mut confirmed = claim::Confirmed::new();
         loop {
-            let fresh = fetch(imds, &kernel)
+            let fresh = fetch(imds, &kernel, cfg)
                 .await
                 .map_err(|f| not_routed(f.message))?;
             let merged = claim::merge(fresh, &claim::load(&dir), SystemTime::now(), &mut confirmed);

@@ -178,7 +178,7 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
         let kernel = kernel(&cfg)?;
         let dir = state::run_dir().map_err(Failure::runtime)?;
         let records = state::AddressRecords::load(&dir);
-        let scope = super::scope(&kernel).await;
+        let scope = super::scope(&kernel, &cfg).await;
         let fetched = crate::imds::fetch::fetch_instance(&client, &scope).await;
         let mut metadata = Metadata {
             endpoint: client.endpoint_in_use().current().to_string(),

@@ -24,10 +24,10 @@ pub(super) struct FetchRequest {
     pub(super) forget: Vec<Mac>,
     /// Only what is new, or the volatile keys of every ENI too.
     pub(super) depth: Depth,
-    /// The MACs of the links on the host as the read starts (`None` when
-    /// the kernel could not be read): those are read in depth, with those
-    /// that claims name.
-    pub(super) links: Option<Vec<Mac>>,
+    /// The MACs of the links on the host as the read starts, and those the
+    /// configuration names (`None` when the kernel could not be read):
+    /// those are read in depth, with those that claims name.
+    pub(super) wanted: Option<Vec<Mac>>,
 }
 
 pub(super) type FetchResult = Result<Instance, ImdsError>;
@@ -53,7 +53,7 @@ pub(super) async fn metadata_task(
         for mac in req.forget {
             cache.invalidate(mac);
         }
-        let scope = match &req.links {
+        let scope = match &req.wanted {
             Some(macs) => Scope::Only(macs.iter().copied().chain(claims.macs()).collect()),
             None => Scope::All,
         };

@@ -248,15 +248,21 @@ impl<K: Kernel> Daemon<K> {
                 } => {
                     // The kernel view is up to date with every event seen so
                     // far, so a link that just appeared is among these.
-                    let links = match self.kernel.links().await {
-                        Ok(links) => Some(links.iter().filter_map(|l| l.mac).collect()),
+                    let wanted = match self.kernel.links().await {
+                        Ok(links) => Some(
+                            links
+                                .iter()
+                                .filter_map(|l| l.mac)
+                                .chain(self.config.named_macs())
+                                .collect(),
+                        ),
                         Err(e) => {
                             tracing::warn!("{e}; reading every ENI metadata lists");
                             None
                         }
                     };
                     let req = FetchRequest {
-                        links,
+                        wanted,
                         depth,
                         client: self.next_client.take(),
                         static_max_age: Duration::from_secs(
