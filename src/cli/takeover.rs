@@ -809,6 +809,10 @@ mod tests {
                 && !f.message.contains("nothing was changed"),
             "{f}"
         );
+        dropped.kind = ErrorKind::Timeout;
+        assert!(ec2_failure(&dropped, "")
+            .message
+            .contains("may have made the change"));
         // ... and none to a question: nothing was changed.
         dropped.action = "DescribeNetworkInterfaces";
         assert!(ec2_failure(&dropped, "")

@@ -1394,6 +1394,54 @@ mod tests {
         assert_eq!(reconciles(&c), 1);
     }
 
+    /// On EC2 the link of a moved ENI appears seconds after the attach
+    /// returns, so `takeover`'s refresh (SIGUSR1) comes first: the read it
+    /// asks for carries the ENI from the claim, before its link exists.
+    /// When the link appears, the ENI is configured from what is known at
+    /// once (and its metadata read again), not held back until metadata
+    /// shows it.
+    #[test]
+    fn an_eni_known_before_its_link_appears_is_configured_at_the_links_first_event() {
+        let t0 = Instant::now();
+        let claimed = fixture("management-network");
+        let moved = claimed.enis[1].mac();
+        let lagging = Instance::new(claimed.primary_mac, claimed.enis[..1].to_vec());
+        let mut m = Machine::new(t0, endpoint(), POLL, middle);
+        m.start(t0);
+        assert_eq!(reconciles(&m.handle(t0, Input::Metadata(Ok(lagging)))), 1);
+        reconciled(&mut m, t0, &outcome(&[], &[], &[]));
+
+        let t = t0 + ms(500);
+        assert_eq!(fetches(&m.handle(t, Input::Refresh)).len(), 1);
+        let c = m.handle(t + ms(5), Input::Metadata(Ok(claimed.clone())));
+        assert_eq!(reconciles(&c), 1);
+        reconciled(&mut m, t + ms(6), &outcome(&[], &[], &[]));
+
+        let appears = t + ms(3000);
+        let c = m.handle(
+            appears,
+            Input::Event(&link(7, &moved.to_string(), true, false)),
+        );
+        assert_eq!(
+            fetches(&c),
+            [&Command::Fetch {
+                clear: false,
+                forget: vec![moved],
+                depth: Depth::New,
+            }]
+        );
+        assert!(matches!(
+            m.instance().and_then(|i| i.get(moved)),
+            Some(EniState::Ready(_))
+        ));
+        let c = m.handle(appears + COALESCE, Input::Timer);
+        assert_eq!(reconciles(&c), 1, "{c:?}");
+        // The read finds metadata still lagging, the claim merged again:
+        // nothing new, nothing more to do.
+        let c = m.handle(appears + ms(10), Input::Metadata(Ok(claimed)));
+        assert_eq!(reconciles(&c), 0, "{c:?}");
+    }
+
     #[test]
     fn signals_refresh_reload_and_stop() {
         let t0 = Instant::now();
