@@ -489,6 +489,26 @@ fn ip_takeover_faults_exit_with_their_codes_and_change_nothing() {
         text(&o)
     );
     unchanged("credentials endpoint failing", &o);
+    // The role's document says the role cannot be assumed (as IMDS does
+    // when the instance profile's role trusts no EC2): exit 5 with EC2's
+    // code, no secret printed.
+    let role = format!("iam/security-credentials/{}", ec2_api::ROLE);
+    w.standby.sim.set_fault(
+        Some(&role),
+        Some(eniroute_lab::sim::Fault::Body(
+            r#"{"Code":"AssumeRoleUnauthorizedAccess","Message":"EC2 cannot assume the role"}"#
+                .into(),
+        )),
+    );
+    let o = takeover(&w, &["--ip", "10.0.3.100"]);
+    w.standby.sim.set_fault(Some(&role), None);
+    assert_eq!(code(&o), Some(5), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("AssumeRoleUnauthorizedAccess") && stderr(&o).contains(ec2_api::ROLE),
+        "{}",
+        text(&o)
+    );
+    unchanged("role not assumable", &o);
     w.lab
         .set_credentials(&w.standby, CredentialsState::Expired)
         .unwrap();
