@@ -68,6 +68,7 @@ fuzz_target!(|data: &[u8]| {
                 addr,
                 owned: false,
                 valid_lft: Some(3600),
+                proto: None,
             })
             .into_iter()
             .collect(),
