@@ -1,8 +1,9 @@
 //! The daemon doing nothing: an instance with 4 ENIs (2 IPv4 each), the
 //! daemon at default settings, configured and then left alone for 60 s
 //! (15 s with `--quick`, scaled to a minute). CPU time from
-//! `/proc/PID/stat`, resident memory from `/proc/PID/status`, metadata
-//! requests counted by the simulator.
+//! `/proc/PID/stat`, resident memory from `/proc/PID/status` (all of it,
+//! and the anonymous part: the rest is the binary's code and data, mapped
+//! from the page cache), metadata requests counted by the simulator.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -26,7 +27,9 @@ pub fn run(opts: &Options, table: &mut Table, progress: &mut dyn FnMut(&str)) ->
     // Start-up is not idling.
     std::thread::sleep(Duration::from_secs(1));
     let window = Duration::from_secs(if opts.quick { 15 } else { 60 });
-    progress(&format!("idle: watching the daemon for {window:?}"));
+    progress(&format!(
+        "idle: watching the daemon (pid {pid}) for {window:?}"
+    ));
     let cpu0 = cpu_seconds(pid)?;
     let req0 = w.sim.requests();
     let t0 = Instant::now();
@@ -34,7 +37,7 @@ pub fn run(opts: &Options, table: &mut Table, progress: &mut dyn FnMut(&str)) ->
     let minutes = t0.elapsed().as_secs_f64() / 60.0;
     let cpu = (cpu_seconds(pid)? - cpu0) / minutes;
     let requests = (w.sim.requests() - req0) as f64 / minutes;
-    let (rss, peak) = memory_mib(pid)?;
+    let (rss, peak, anon) = memory_mib(pid)?;
     let span = if opts.quick { " (15 s, scaled)" } else { "" };
     table.push(
         Row::new(
@@ -53,6 +56,14 @@ pub fn run(opts: &Options, table: &mut Table, progress: &mut dyn FnMut(&str)) ->
         )
         .samples(vec![rss])
         .budget(Budget::at_most(Stat::Max, 10.0)),
+    );
+    table.push(
+        Row::new(
+            GROUP,
+            format!("idle daemon, {ENIS} ENIs: of which anonymous (heap, stacks; the rest is mapped code)"),
+            "MiB",
+        )
+        .samples(vec![anon]),
     );
     table.push(
         Row::new(
@@ -96,8 +107,8 @@ fn cpu_seconds(pid: u32) -> io::Result<f64> {
     Ok((ticks(11)? + ticks(12)?) / hz)
 }
 
-/// VmRSS and VmHWM of `pid`, in MiB.
-fn memory_mib(pid: u32) -> io::Result<(f64, f64)> {
+/// VmRSS, VmHWM and RssAnon of `pid`, in MiB.
+fn memory_mib(pid: u32) -> io::Result<(f64, f64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb = |key: &str| -> io::Result<f64> {
         status
@@ -107,7 +118,11 @@ fn memory_mib(pid: u32) -> io::Result<(f64, f64)> {
             .and_then(|v| v.parse::<f64>().ok())
             .ok_or_else(|| io::Error::other(format!("/proc/{pid}/status: no {key}")))
     };
-    Ok((kb("VmRSS:")? / 1024.0, kb("VmHWM:")? / 1024.0))
+    Ok((
+        kb("VmRSS:")? / 1024.0,
+        kb("VmHWM:")? / 1024.0,
+        kb("RssAnon:")? / 1024.0,
+    ))
 }
 
 /// The daemon while someone else's routes churn: the lab's foreign-route

@@ -45,6 +45,8 @@ pub struct Options {
     pub agent: PathBuf,
     /// Fewer repetitions and a shorter idle window, for CI.
     pub quick: bool,
+    /// Only these figure groups (all when empty).
+    pub only: Vec<String>,
 }
 
 impl Options {
@@ -299,6 +301,9 @@ pub fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Table {
         ("churn", idle::churn),
     ];
     for (name, group) in groups {
+        if !opts.only.is_empty() && !opts.only.iter().any(|o| o == name) {
+            continue;
+        }
         if crate::scenarios::INTERRUPTED.load(std::sync::atomic::Ordering::Relaxed) {
             break;
         }

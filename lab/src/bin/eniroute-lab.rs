@@ -53,6 +53,9 @@ enum Command {
         /// Also write the table, with the machine it ran on, to this file
         #[arg(long, value_name = "FILE")]
         markdown: Option<PathBuf>,
+        /// Only these figure groups (hotplug, address, scale, idle, churn)
+        #[arg(long, value_name = "GROUP", value_delimiter = ',', value_parser = ["hotplug", "address", "scale", "idle", "churn"])]
+        only: Vec<String>,
     },
     /// Remove namespaces left behind by runs that were killed or kept
     Cleanup,
@@ -77,7 +80,11 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run { scenario, keep } => run(&scenario, keep),
-        Command::Bench { quick, markdown } => bench(quick, markdown.as_deref()),
+        Command::Bench {
+            quick,
+            markdown,
+            only,
+        } => bench(quick, markdown.as_deref(), only),
         Command::Cleanup => cleanup(),
         Command::Agent { args } => agent(args),
     }
@@ -189,7 +196,7 @@ fn run(which: &str, keep: bool) -> ExitCode {
     summarize(&reports, started.elapsed())
 }
 
-fn bench(quick: bool, markdown: Option<&Path>) -> ExitCode {
+fn bench(quick: bool, markdown: Option<&Path>, only: Vec<String>) -> ExitCode {
     if let Err(code) = need_root() {
         return code;
     }
@@ -216,7 +223,7 @@ fn bench(quick: bool, markdown: Option<&Path>) -> ExitCode {
     };
     let machine = eniroute_lab::bench::machine();
     println!("Agent under test: {how}\nMachine: {machine}\n");
-    let opts = eniroute_lab::bench::Options { agent, quick };
+    let opts = eniroute_lab::bench::Options { agent, quick, only };
     let started = Instant::now();
     let table = eniroute_lab::bench::run(&opts, &mut |line| eprintln!("  {line}"));
     drop(workdir);
