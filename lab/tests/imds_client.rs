@@ -622,10 +622,12 @@ async fn cache_rereads_only_volatile_keys_of_ready_enis() {
         .refresh(&c, Duration::from_secs(300), Depth::Volatile, &Scope::All)
         .await
         .unwrap();
+    // The MAC listing; for each MAC its directory listing and the two
+    // volatile keys it had (an IPv4 list, and IPv6s or a prefix).
     assert_eq!(
         sim.requests() - before,
-        1 + 2 * 4,
-        "listing and four volatile keys per MAC"
+        1 + 2 * 3,
+        "listing, and per MAC its directory and the volatile keys it has"
     );
     let Some(EniState::Ready(eni)) = second.get(mac(MAC2)) else {
         panic!("{second:?}")
@@ -648,7 +650,65 @@ async fn cache_rereads_only_volatile_keys_of_ready_enis() {
         .refresh(&c, Duration::from_secs(300), Depth::Volatile, &Scope::All)
         .await
         .unwrap();
-    assert_eq!(sim.requests() - before, 1 + 14 + 4);
+    assert_eq!(sim.requests() - before, 1 + 14 + 3);
+}
+
+/// A poll reads the volatile keys an ENI has, and learns from the MAC's
+/// directory which absent ones appeared: an appearing or vanishing key is
+/// seen in the same poll, as when every key was read.
+#[tokio::test]
+async fn poll_sees_volatile_keys_appear_and_vanish_at_once() {
+    let sim = sim(two_enis());
+    let c = client(&sim);
+    let mut cache = MetadataCache::new();
+    let age = Duration::from_secs(300);
+    cache
+        .refresh(&c, age, Depth::Volatile, &Scope::All)
+        .await
+        .unwrap();
+
+    // MAC2 gains IPv6 addresses and a second prefix; MAC1 loses its IPv6.
+    sim.update(|t| {
+        let m = &mut t["network"]["interfaces"]["macs"];
+        m[MAC2]["ipv6s"] = json!(["2600:1f18::20", "2600:1f18::21"]);
+        m[MAC2]["subnet-ipv6-cidr-blocks"] = json!("2600:1f18::/64");
+        m[MAC2]["ipv4-prefix"] = json!(["10.0.2.128/28", "10.0.2.144/28"]);
+        m[MAC1].as_object_mut().unwrap().remove("ipv6s");
+    });
+    let before = sim.requests();
+    let polled = cache
+        .refresh(&c, age, Depth::Volatile, &Scope::All)
+        .await
+        .unwrap();
+    // Listing; MAC1: directory, local-ipv4s, ipv6s (had a value: read, now
+    // 404); MAC2: directory, local-ipv4s, ipv4-prefix, then ipv6s (listed
+    // now).
+    assert_eq!(sim.requests() - before, 1 + 3 + 4);
+    let Some(EniState::Ready(e1)) = polled.get(mac(MAC1)) else {
+        panic!("{polled:?}")
+    };
+    assert!(e1.ipv6s.is_empty(), "{e1:?}");
+    let Some(EniState::Ready(e2)) = polled.get(mac(MAC2)) else {
+        panic!("{polled:?}")
+    };
+    assert_eq!(e2.ipv4_prefixes.len(), 2, "{e2:?}");
+    assert_eq!(e2.ipv6s.len(), 2, "{e2:?}");
+
+    // Once the static keys are read again, the poll and a fresh read of
+    // everything agree.
+    let full = cache
+        .refresh(&c, Duration::ZERO, Depth::Volatile, &Scope::All)
+        .await
+        .unwrap();
+    assert_eq!(
+        full,
+        fetch_instance(&client(&sim), &Scope::All).await.unwrap()
+    );
+    let again = cache
+        .refresh(&c, age, Depth::Volatile, &Scope::All)
+        .await
+        .unwrap();
+    assert_eq!(again, full);
 }
 
 #[tokio::test]
@@ -725,7 +785,7 @@ async fn cache_rereads_static_keys_of_an_eni_not_ready() {
     assert_eq!(eni.key.device, 1);
     assert_eq!(
         sim.requests() - before,
-        1 + 4 + 11,
+        1 + 3 + 11,
         "ready ENI: volatile only; the other: all it uses"
     );
 }
@@ -755,7 +815,7 @@ async fn cache_drops_detached_enis_and_survives_errors() {
             .unwrap(),
         full
     );
-    assert_eq!(sim.requests() - before, 1 + 2 * 4);
+    assert_eq!(sim.requests() - before, 1 + 2 * 3);
 
     // Detach: gone from the result and from the cache.
     sim.update(|t| {
@@ -777,7 +837,7 @@ async fn cache_drops_detached_enis_and_survives_errors() {
         .unwrap();
     assert_eq!(
         sim.requests() - before,
-        1 + 4 + 11,
+        1 + 3 + 11,
         "re-attached ENI is read in full"
     );
 }

@@ -152,9 +152,9 @@ async fn primary_vpc_id<'a>(
 /// runs and are read on every refresh, as is the MAC listing, so an ENI or an
 /// IP moved to this host shows up within one poll. The rest (device number,
 /// subnet, VPC) is fixed for the life of an attachment and is re-read only
-/// when older than `static_max_age`, which keeps a poll at five requests
-/// per ENI instead of a dozen. MACs outside the [`Scope`] are not read at
-/// all.
+/// when older than `static_max_age`, which keeps a poll at two to five
+/// requests per ENI instead of a dozen (see [`fetch_volatile`]). MACs
+/// outside the [`Scope`] are not read at all.
 #[derive(Debug, Default)]
 pub struct MetadataCache {
     /// The primary ENI cannot be detached, so the top-level `mac` is read
@@ -249,7 +249,7 @@ impl MetadataCache {
                     }
                     let (entry, volatile) = match reuse {
                         Some(entry) => {
-                            let volatile = fetch_keys(client, mac, VOLATILE_KEYS).await?;
+                            let volatile = fetch_volatile(client, mac, &entry.volatile).await?;
                             (entry, volatile)
                         }
                         None => {
@@ -338,6 +338,49 @@ async fn mac_listing(client: &ImdsClient) -> Result<Vec<Mac>, ImdsError> {
     }
     Ok(macs)
 }
+
+/// The [`VOLATILE_KEYS`] of a MAC whose keys were read before (`last`: the
+/// volatile keys as that read found them).
+///
+/// A key that had a value last time is read again as it is: its value may
+/// have changed, and its absence now is a removal that only a read of the
+/// key itself may report. Whether a key that was absent (404) has appeared
+/// is told by the MAC's directory listing, which names the keys that exist,
+/// read alongside them: an ENI with only IPv4 addresses costs two requests
+/// a poll instead of four, and an appearing key is read in the same poll.
+/// A listing that is missing, or names none of the keys every ENI has, is
+/// no guide: then every absent key is read, as before.
+async fn fetch_volatile(
+    client: &ImdsClient,
+    mac: Mac,
+    last: &EniKeys,
+) -> Result<EniKeys, ImdsError> {
+    let (present, absent): (Vec<&'static str>, Vec<&'static str>) = VOLATILE_KEYS
+        .iter()
+        .partition(|k| matches!(last.get(**k), Some(Some(_))));
+    if absent.is_empty() {
+        return fetch_keys(client, mac, &present).await;
+    }
+    let dir = format!("{MACS_PATH}{mac}/");
+    let (listing, mut keys) =
+        futures::try_join!(client.get(&dir), fetch_keys(client, mac, &present))?;
+    let appeared: Vec<&'static str> = match listing.as_deref().map(parse::key_listing) {
+        Some(listed) if listed.iter().any(|k| ALWAYS_LISTED.contains(&k.as_str())) => absent
+            .iter()
+            .copied()
+            .filter(|k| listed.iter().any(|l| l == k))
+            .collect(),
+        _ => absent.clone(),
+    };
+    keys.extend(fetch_keys(client, mac, &appeared).await?);
+    for key in absent {
+        keys.entry(key.to_string()).or_insert(None);
+    }
+    Ok(keys)
+}
+
+/// Keys every ENI's directory lists: a listing without them is not one.
+const ALWAYS_LISTED: &[&str] = &["local-ipv4s", "device-number", "interface-id"];
 
 /// Reads `keys` of one MAC, [`KEY_CONCURRENCY`] at a time; 404s become
 /// `None`. The first failure fails the whole read.

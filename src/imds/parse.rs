@@ -137,6 +137,16 @@ pub fn mac_listing(body: &str) -> Result<Vec<Mac>, ParseMacError> {
     Ok(macs)
 }
 
+/// Parses a directory listing (one key per line, sub-directories ending in
+/// `/`) into the names it lists.
+pub fn key_listing(body: &str) -> Vec<String> {
+    body.lines()
+        .map(|l| l.trim().trim_end_matches('/'))
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
 /// Builds one ENI from its keys. `primary` is whether this MAC is the
 /// instance's top-level `mac`.
 pub fn eni(mac: Mac, primary: bool, keys: &EniKeys) -> EniState {
