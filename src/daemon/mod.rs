@@ -166,6 +166,7 @@ impl<K: Kernel> Daemon<K> {
         let first = self.machine.start(Instant::now());
         self.perform(first).await;
         let mut resync_at = Instant::now() + SAFETY_RESYNC;
+        let mut trimmed_after = 0;
         loop {
             let wake = self.machine.next_wake();
             let metrics_due = self.textfile.due(Instant::now());
@@ -224,6 +225,11 @@ impl<K: Kernel> Daemon<K> {
                 _ = int.recv() => return self.stop("SIGINT").await,
             };
             self.perform(commands).await;
+            let reads = self.kernel.full_reads();
+            if reads != trimmed_after {
+                trimmed_after = reads;
+                release_free_memory();
+            }
             let metrics = &self.metrics;
             self.textfile.flush(Instant::now(), || metrics.render());
         }
@@ -382,6 +388,21 @@ impl<K: Kernel> Daemon<K> {
             changed.poll = Some(poll_interval(&self.config));
         }
         changed
+    }
+}
+
+/// Hands the heap's free memory back to the kernel. A full read of the
+/// kernel (at start, after an overrun, on the safety timer) holds every
+/// link, address, rule and route of concern at once, and reconciling from
+/// it allocates plans and diffs besides; glibc keeps what is freed for
+/// reuse, so without this an idle daemon would stay at the size of its
+/// largest read for good.
+fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim takes no pointers; it only returns free pages of
+    // the allocator's own heaps to the kernel.
+    unsafe {
+        nix::libc::malloc_trim(0);
     }
 }
 

@@ -425,6 +425,10 @@ impl ImdsClient {
             .connect_timeout(opts.connect_timeout)
             .timeout(opts.request_timeout)
             .user_agent(concat!("eniroute/", env!("CARGO_PKG_VERSION")))
+            // IMDS is plain HTTP (the endpoint check refuses https): the
+            // system's trust store, which reqwest would otherwise read and
+            // parse here, would only sit in the daemon's memory unused.
+            .tls_built_in_root_certs(false)
             .build()
             .map_err(|e| config_err(format!("HTTP client: {}", root_cause(&e))))?;
         Ok(ImdsClient {

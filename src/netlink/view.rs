@@ -16,7 +16,7 @@
 //! it in front of a [`Kernel`], so the reconciler reads the view through the
 //! same trait and the pure core does not know the difference.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -415,6 +415,8 @@ pub struct Viewed<K> {
     /// has one: the kernel counts it down without a notification, so the
     /// view's copy is aged by the time since when it is read.
     told: RefCell<HashMap<(u32, IpNet), Instant>>,
+    /// How many times the whole kernel was read into the view.
+    full_reads: Cell<u64>,
 }
 
 impl<K: Kernel> Viewed<K> {
@@ -424,7 +426,13 @@ impl<K: Kernel> Viewed<K> {
             view: RefCell::new(View::new(concern)),
             planned: RefCell::new(BTreeSet::new()),
             told: RefCell::new(HashMap::new()),
+            full_reads: Cell::new(0),
         }
+    }
+
+    /// How many times the whole kernel was read into the view so far.
+    pub fn full_reads(&self) -> u64 {
+        self.full_reads.get()
     }
 
     /// Follows one notification. Returns what it means to the daemon when
@@ -507,6 +515,7 @@ impl<K: Kernel> Viewed<K> {
             .filter(|(_, a)| a.valid_lft.is_some())
             .map(|(i, a)| ((i, a.addr), now))
             .collect();
+        self.full_reads.set(self.full_reads.get() + 1);
         let mut view = self.view.borrow_mut();
         view.load(links, names, rules, routes);
         tracing::debug!(
