@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::netlink::{Kernel, LinkChange, NetlinkError};
 use crate::sysctl::{Sysctl, SysctlError};
-use crate::values::{Address, KernelRoute, Route, Rule};
+use crate::values::{Address, Family, KernelRoute, Route, Rule, MAIN_TABLE};
 
 /// One change to the kernel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -209,6 +209,22 @@ impl Op {
             _ => false,
         }
     }
+
+    /// Whether this rule sends traffic into a table that `route` fills:
+    /// an ENI's source rule and a route of its table, of one family. The
+    /// main table's rule (`suppress_ifgroup`) is not one: main is never the
+    /// agent's alone.
+    fn leads_to(&self, route: &Op) -> bool {
+        match (self, route) {
+            (Op::AddRule(rule), Op::AddRoute(r) | Op::ReplaceRoute(r)) => {
+                rule.suppress_ifgroup.is_none()
+                    && rule.table != MAIN_TABLE
+                    && rule.table == r.table
+                    && rule.family == Family::of(&r.dst)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Why one change failed.
@@ -242,21 +258,45 @@ enum Slot<'k> {
 /// unanswered waits for that answer (a failed replacement keeps what it
 /// was to replace), and a sysctl, which is not netlink, waits for every
 /// change before it.
+///
+/// A source rule waits for the routes being added to its table, and is
+/// held back when one of them failed: traffic moves to a table only once
+/// the table is whole, and the rule it was to replace stays, so an ENI
+/// whose routes cannot go into its new table keeps routing through its old
+/// one rather than half through each.
 pub async fn apply(kernel: &impl Kernel, ops: Vec<Op>) -> Applied {
     let mut out = Applied::default();
     let mut pending: VecDeque<(Op, Slot<'_>)> = VecDeque::new();
+    // Rules held back because a route of their table failed.
+    let mut held: Vec<Op> = Vec::new();
     for op in ops {
         let barrier = matches!(op, Op::SetSysctl { .. })
-            || pending.iter().any(|(sent, _)| op.replaced_by(sent));
+            || pending
+                .iter()
+                .any(|(sent, _)| op.replaced_by(sent) || op.leads_to(sent));
         if barrier {
             while let Some(next) = pending.pop_front() {
                 settle(next, &mut out).await;
             }
         }
-        // Additions that failed: what they were to replace stays.
+        if let Some(route) = out.failed.iter().find(|route| op.leads_to(route)) {
+            out.errors.push(format!(
+                "{op}: not done: a route of its table failed ({route})"
+            ));
+            held.push(op);
+            continue;
+        }
+        // Additions that failed or were held back: what they were to
+        // replace stays.
         if let Some(add) = out.failed.iter().find(|add| op.replaced_by(add)) {
             out.errors.push(format!(
                 "{op}: not done, kept in place: its replacement ({add}) failed"
+            ));
+            continue;
+        }
+        if let Some(add) = held.iter().find(|add| op.replaced_by(add)) {
+            out.errors.push(format!(
+                "{op}: not done, kept in place: its replacement ({add}) was held back"
             ));
             continue;
         }

@@ -891,48 +891,77 @@ mod tests {
         // Device number 1 → 2: eth1's rules and routes move to table 10002.
         let mut inst = fixture("management-network");
         set_device(&mut inst, 1, 2);
-        k.refuse.borrow_mut().extend([
-            "+ rule from 10.0.2.21 lookup 10002".to_string(),
-            "+ route default via 10.0.2.1 dev eth1 table 10002".to_string(),
-        ]);
+        let rules = |k: &FakeKernel| -> Vec<String> {
+            k.rules
+                .borrow()
+                .iter()
+                .map(|r| r.rule.to_string())
+                .collect()
+        };
+        let routes = |k: &FakeKernel| -> Vec<String> {
+            k.routes
+                .borrow()
+                .iter()
+                .map(|r| r.route.to_string())
+                .collect()
+        };
+
+        // The new table's default route is refused: no rule moves to a
+        // table without it, and the old table stays whole.
+        k.refuse
+            .borrow_mut()
+            .push("+ route default via 10.0.2.1 dev eth1 table 10002".to_string());
         let out = block_on(reconcile(&k, &inst, &cfg, &mut rec)).unwrap();
-        let rules: Vec<String> = k
-            .rules
-            .borrow()
-            .iter()
-            .map(|r| r.rule.to_string())
-            .collect();
-        // The rule whose replacement failed stays; the other moved.
+        let (now, errors) = (rules(&k), &out.applied.errors);
+        for ip in ["10.0.2.20", "10.0.2.21"] {
+            let old = format!("rule from {ip} lookup 10001 priority 10001");
+            assert!(now.contains(&old), "{now:#?}");
+            assert!(!now.iter().any(|r| r.contains("lookup 10002")), "{now:#?}");
+            assert!(
+                errors.iter().any(|e| e.starts_with(&format!(
+                    "ENI eni-0010aa (eth1): + rule from {ip} lookup 10002 priority 10002: not done: a route of its table failed"
+                ))),
+                "{errors:#?}"
+            );
+            assert!(
+                errors.iter().any(|e| e.contains(&format!(
+                    "- {old}: not done, kept in place: its replacement"
+                ))),
+                "{errors:#?}"
+            );
+        }
         assert!(
-            rules.contains(&"rule from 10.0.2.21 lookup 10001 priority 10001".to_string()),
-            "{rules:#?}"
+            routes(&k).contains(&"route default via 10.0.2.1 dev eth1 table 10001".to_string()),
+            "{:#?}",
+            routes(&k)
         );
         assert!(
-            rules.contains(&"rule from 10.0.2.20 lookup 10002 priority 10002".to_string())
-                && !rules.contains(&"rule from 10.0.2.20 lookup 10001 priority 10001".to_string()),
-            "{rules:#?}"
+            errors.iter().any(|e| e.starts_with("ENI eni-0010aa (eth1): RTM_NEWROUTE for route default via 10.0.2.1 dev eth1 table 10002")
+                && e.contains("Operation not permitted")),
+            "{errors:#?}"
         );
-        let routes: Vec<String> = k
-            .routes
-            .borrow()
-            .iter()
-            .map(|r| r.route.to_string())
-            .collect();
+
+        // One rule refused on its own: that one stays, the other moves.
+        k.refuse.borrow_mut().clear();
+        k.refuse
+            .borrow_mut()
+            .push("+ rule from 10.0.2.21 lookup 10002".to_string());
+        let out = block_on(reconcile(&k, &inst, &cfg, &mut rec)).unwrap();
+        let now = rules(&k);
         assert!(
-            routes.contains(&"route default via 10.0.2.1 dev eth1 table 10001".to_string()),
-            "{routes:#?} {:#?} {:#?}",
-            k.log.borrow(),
-            out.applied.errors
+            now.contains(&"rule from 10.0.2.21 lookup 10001 priority 10001".to_string()),
+            "{now:#?}"
+        );
+        assert!(
+            now.contains(&"rule from 10.0.2.20 lookup 10002 priority 10002".to_string())
+                && !now.contains(&"rule from 10.0.2.20 lookup 10001 priority 10001".to_string()),
+            "{now:#?}"
         );
         let errors = &out.applied.errors;
         assert!(
             errors.iter().any(|e| e.starts_with(
                 "ENI eni-0010aa (eth1): RTM_NEWRULE for rule from 10.0.2.21 lookup 10002"
             ) && e.contains("Operation not permitted")),
-            "{errors:#?}"
-        );
-        assert!(
-            errors.iter().any(|e| e.starts_with("ENI eni-0010aa (eth1): RTM_NEWROUTE for route default via 10.0.2.1 dev eth1 table 10002")),
             "{errors:#?}"
         );
         assert!(

@@ -82,6 +82,13 @@ pub fn run(cli: &Cli, args: &Args) -> Result<(), Failure> {
                 );
             }
         }
+        if !args.json {
+            // Each on a line of its own, naming the ENI and the object: a
+            // batch with many failures must not hide all but the first.
+            for e in &outcome.applied.errors {
+                eprintln!("error: {e}");
+            }
+        }
         if let Some(first) = outcome.applied.errors.first() {
             return Err(Failure::runtime(format!(
                 "{} changes failed; first: {first}",
