@@ -138,6 +138,28 @@ pub struct Instance {
     pub unread: BTreeSet<Mac>,
 }
 
+/// The pairs `(n, m)`, `n < m`, of claims whose networks overlap, in that
+/// order. Two prefixes either nest or are disjoint, so with the claims
+/// sorted by first address (the wider first), the claims a claim overlaps
+/// before it are those still open around it: a sweep, where comparing every
+/// pair would take a million comparisons for 15 ENIs with 100 addresses.
+fn overlapping(claims: &[(usize, &'static str, IpNet)]) -> Vec<(usize, usize)> {
+    let mut order: Vec<usize> = (0..claims.len()).collect();
+    order.sort_by_key(|&c| (claims[c].2.network(), claims[c].2.prefix_len()));
+    let mut open: Vec<usize> = Vec::new();
+    let mut pairs = Vec::new();
+    for c in order {
+        let net = &claims[c].2;
+        while open.last().is_some_and(|&o| !claims[o].2.contains(net)) {
+            open.pop();
+        }
+        pairs.extend(open.iter().map(|&o| (o.min(c), o.max(c))));
+        open.push(c);
+    }
+    pairs.sort_unstable();
+    pairs
+}
+
 impl Instance {
     /// An instance from one read. An address or prefix that metadata lists
     /// on two ENIs cannot be on both: neither ENI is applied from this read
@@ -150,9 +172,10 @@ impl Instance {
             }
         }
         let mut invalid: BTreeMap<usize, String> = BTreeMap::new();
-        for (n, (i, key, net)) in claims.iter().enumerate() {
-            for (j, other_key, other) in &claims[n + 1..] {
-                if i == j || !(net.contains(other) || other.contains(net)) {
+        for (n, m) in overlapping(&claims) {
+            let ((i, key, net), (j, other_key, other)) = (&claims[n], &claims[m]);
+            {
+                if i == j {
                     continue;
                 }
                 for (me, my_key, my_net, them, their_net) in
@@ -235,6 +258,41 @@ fn shown(net: &IpNet) -> String {
 mod tests {
     use super::*;
     use crate::imds::{parse, tree};
+
+    #[test]
+    fn the_sweep_finds_the_pairs_every_comparison_finds() {
+        let nets = [
+            "10.0.1.10/32",
+            "10.0.1.0/24",
+            "10.0.1.10/32",
+            "10.0.0.0/16",
+            "10.0.1.128/28",
+            "10.0.1.130/32",
+            "10.0.2.10/32",
+            "10.0.1.144/28",
+            "10.0.1.11/32",
+            "2001:db8::10/128",
+            "2001:db8::/64",
+            "2001:db8:1::10/128",
+            "2001:db8::10/128",
+            "0.0.0.0/0",
+        ];
+        let claims: Vec<(usize, &'static str, IpNet)> = nets
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (i % 3, "key", n.parse().unwrap()))
+            .collect();
+        let mut every = Vec::new();
+        for n in 0..claims.len() {
+            for m in n + 1..claims.len() {
+                let (a, b) = (&claims[n].2, &claims[m].2);
+                if a.contains(b) || b.contains(a) {
+                    every.push((n, m));
+                }
+            }
+        }
+        assert_eq!(overlapping(&claims), every);
+    }
 
     fn ipv6_only() -> Instance {
         let path = format!(
