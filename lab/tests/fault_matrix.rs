@@ -869,6 +869,12 @@ impl Agent {
     }
 
     fn term(&mut self) -> Option<i32> {
+        // A daemon started a moment ago may not have its handlers yet: a
+        // SIGTERM then ends it as the default action does (exit -1), which
+        // says nothing about the agent. It logs `starting` once they are in.
+        wait_for(Duration::from_secs(5), || {
+            self.log().contains(" starting (pid ") || self.child_exited()
+        });
         if self.exited().is_none() {
             let _ = kill(Pid::from_raw(self.pid()), Signal::SIGTERM);
             wait_for(Duration::from_secs(5), || self.exited().is_some());
