@@ -164,6 +164,51 @@ fn lists(host: &Host, mac_path_value: &str) -> bool {
     host.sim.tree().to_string().contains(mac_path_value)
 }
 
+impl World {
+    /// Both instances routed by a one-shot `apply`, each answering on port
+    /// 80 with its name: the client reaches the primary to begin with.
+    fn applied_and_serving(&self) -> (Named, Named) {
+        common::apply(&self.primary.ns, &self.primary.endpoint);
+        common::apply(&self.standby.ns, &self.standby.endpoint);
+        (
+            named_server(&self.primary.ns, "primary"),
+            named_server(&self.standby.ns, "standby"),
+        )
+    }
+
+    /// A daemon on the standby, once it has its rule for `own` (an address
+    /// of the standby's own), so a takeover finds it running.
+    fn standby_daemon(&self, ipv6: bool, own: &str) -> Daemon {
+        let daemon = Daemon::start(
+            common::bin(),
+            &self.standby.ns,
+            &self.standby.endpoint,
+            None,
+        )
+        .unwrap();
+        let family = if ipv6 { "-6" } else { "-4" };
+        lab_agent::wait_for(Duration::from_secs(5), || {
+            self.standby
+                .ns
+                .ip([family, "rule"])
+                .unwrap_or_default()
+                .contains(own)
+        })
+        .unwrap_or_else(|| panic!("standby daemon not configured:\n{}", daemon.log()));
+        daemon
+    }
+}
+
+/// A takeover that must have worked; the daemon's log tells why not.
+fn succeeded(o: &Output, daemon: &Daemon) {
+    assert!(
+        o.status.success(),
+        "{}\ndaemon log:\n{}",
+        text(o),
+        daemon.log()
+    );
+}
+
 #[test]
 fn ip_takeover_routes_the_address_before_metadata_shows_it() {
     if !need_root("ip_takeover_routes_the_address_before_metadata_shows_it")
@@ -172,21 +217,10 @@ fn ip_takeover_routes_the_address_before_metadata_shows_it() {
         return;
     }
     let w = world();
-    common::apply(&w.primary.ns, &w.primary.endpoint);
-    common::apply(&w.standby.ns, &w.standby.endpoint);
-    let _p = named_server(&w.primary.ns, "primary");
-    let _s = named_server(&w.standby.ns, "standby");
+    let _servers = w.applied_and_serving();
     assert_eq!(who(&w.client, "10.0.3.100").as_deref(), Some("primary"));
-    let daemon = Daemon::start(common::bin(), &w.standby.ns, &w.standby.endpoint, None).unwrap();
+    let daemon = w.standby_daemon(false, "10.0.3.20");
     let standby_eth2 = w.standby.eni_id("eth2").unwrap().to_string();
-    lab_agent::wait_for(Duration::from_secs(5), || {
-        w.standby
-            .ns
-            .ip(["rule"])
-            .unwrap_or_default()
-            .contains("10.0.3.20")
-    })
-    .expect("standby daemon configured");
 
     // Metadata lags for as long as the test says: it catches up only at
     // the explicit sync below, so "before metadata shows it" holds however
@@ -277,32 +311,16 @@ fn ipv6_takeover_moves_the_address_from_its_holder_and_routes_it_here() {
         standby_own,
     } = world6();
     let ip = floating.to_string();
-    common::apply(&w.primary.ns, &w.primary.endpoint);
-    common::apply(&w.standby.ns, &w.standby.endpoint);
-    let _p = named_server(&w.primary.ns, "primary");
-    let _s = named_server(&w.standby.ns, "standby");
+    let _servers = w.applied_and_serving();
     assert_eq!(who(&w.client, &ip).as_deref(), Some("primary"));
     let primary_eth2 = w.primary.eni_id("eth2").unwrap().to_string();
     let standby_eth2 = w.standby.eni_id("eth2").unwrap().to_string();
 
-    let daemon = Daemon::start(common::bin(), &w.standby.ns, &w.standby.endpoint, None).unwrap();
-    lab_agent::wait_for(Duration::from_secs(5), || {
-        w.standby
-            .ns
-            .ip(["-6", "rule"])
-            .unwrap_or_default()
-            .contains(&standby_own.to_string())
-    })
-    .expect("standby daemon configured");
+    let daemon = w.standby_daemon(true, &standby_own.to_string());
 
     w.lab.set_lag(Duration::from_secs(600));
     let o = takeover(&w, &["--ip", &ip]);
-    assert!(
-        o.status.success(),
-        "{}\ndaemon log:\n{}",
-        text(&o),
-        daemon.log()
-    );
+    succeeded(&o, &daemon);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
         out.contains(&format!("EC2 unassigned {ip} from {primary_eth2}")),
@@ -350,10 +368,7 @@ fn ipv6_takeover_refusals_and_half_way() {
     }
     let World6 { w, floating, .. } = world6();
     let ip = floating.to_string();
-    common::apply(&w.primary.ns, &w.primary.endpoint);
-    common::apply(&w.standby.ns, &w.standby.endpoint);
-    let _p = named_server(&w.primary.ns, "primary");
-    let _s = named_server(&w.standby.ns, "standby");
+    let _servers = w.applied_and_serving();
     let primary_eth2 = w.primary.eni_id("eth2").unwrap().to_string();
     let before = common::dumps(&w.standby.ns);
     let unchanged = |case: &str, o: &Output| {
@@ -435,10 +450,7 @@ fn ip_takeover_faults_exit_with_their_codes_and_change_nothing() {
         return;
     }
     let w = world();
-    common::apply(&w.primary.ns, &w.primary.endpoint);
-    common::apply(&w.standby.ns, &w.standby.endpoint);
-    let _p = named_server(&w.primary.ns, "primary");
-    let _s = named_server(&w.standby.ns, "standby");
+    let _servers = w.applied_and_serving();
     let before = common::dumps(&w.standby.ns);
     let eth2 = w.standby.eni_id("eth2").unwrap().to_string();
     let unchanged = |case: &str, o: &Output| {
@@ -623,30 +635,14 @@ fn eni_takeover_moves_the_eni_and_routes_it_before_metadata_shows_it() {
         return;
     }
     let w = world();
-    common::apply(&w.primary.ns, &w.primary.endpoint);
-    common::apply(&w.standby.ns, &w.standby.endpoint);
-    let _p = named_server(&w.primary.ns, "primary");
-    let _s = named_server(&w.standby.ns, "standby");
+    let _servers = w.applied_and_serving();
     assert_eq!(who(&w.client, "10.0.2.50").as_deref(), Some("primary"));
-    let daemon = Daemon::start(common::bin(), &w.standby.ns, &w.standby.endpoint, None).unwrap();
-    lab_agent::wait_for(Duration::from_secs(5), || {
-        w.standby
-            .ns
-            .ip(["rule"])
-            .unwrap_or_default()
-            .contains("10.0.3.20")
-    })
-    .expect("standby daemon configured");
+    let daemon = w.standby_daemon(false, "10.0.3.20");
     let eni = w.primary.eni_id("eth1").unwrap().to_string();
 
     w.lab.set_lag(Duration::from_secs(600));
     let o = takeover(&w, &["--eni", &eni]);
-    assert!(
-        o.status.success(),
-        "{}\ndaemon log:\n{}",
-        text(&o),
-        daemon.log()
-    );
+    succeeded(&o, &daemon);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(
         out.contains(&format!(
@@ -696,29 +692,13 @@ fn eni_takeover_carries_the_enis_ipv6_address() {
     w.lab
         .assign_ipv6(&eni, &[service.parse().unwrap()])
         .unwrap();
-    common::apply(&w.primary.ns, &w.primary.endpoint);
-    common::apply(&w.standby.ns, &w.standby.endpoint);
-    let _p = named_server(&w.primary.ns, "primary");
-    let _s = named_server(&w.standby.ns, "standby");
+    let _servers = w.applied_and_serving();
     assert_eq!(who(&w.client, &service).as_deref(), Some("primary"));
-    let daemon = Daemon::start(common::bin(), &w.standby.ns, &w.standby.endpoint, None).unwrap();
-    lab_agent::wait_for(Duration::from_secs(5), || {
-        w.standby
-            .ns
-            .ip(["rule"])
-            .unwrap_or_default()
-            .contains("10.0.3.20")
-    })
-    .expect("standby daemon configured");
+    let daemon = w.standby_daemon(false, "10.0.3.20");
 
     w.lab.set_lag(Duration::from_secs(600));
     let o = takeover(&w, &["--eni", &eni]);
-    assert!(
-        o.status.success(),
-        "{}\ndaemon log:\n{}",
-        text(&o),
-        daemon.log()
-    );
+    succeeded(&o, &daemon);
     assert!(
         !lists(&w.standby, &eni),
         "metadata already showed the ENI; the test proves nothing"
