@@ -184,6 +184,9 @@ pub struct Metrics {
     gauges: Gauges,
     last_clean: Option<SystemTime>,
     standing_by: bool,
+    /// ENIs the last metadata read found listed but did not read: no link
+    /// with their MAC on the host.
+    not_read: u64,
     configured: Histogram,
     /// Links that appeared while the daemon ran and are not configured yet.
     appeared: BTreeMap<u32, Instant>,
@@ -204,6 +207,7 @@ impl Metrics {
             gauges: Gauges::default(),
             last_clean: None,
             standing_by: false,
+            not_read: 0,
             configured: Histogram::new(),
             appeared: BTreeMap::new(),
             in_place: None,
@@ -239,6 +243,12 @@ impl Metrics {
             .reads
             .entry(if ok { "ok" } else { "failed" })
             .or_default() += 1;
+    }
+
+    /// The last metadata read listed `n` ENIs it did not read (no link
+    /// with their MAC here).
+    pub fn listed_not_read(&mut self, n: usize) {
+        self.not_read = n as u64;
     }
 
     /// The agent changed nothing for now (amazon-ec2-net-utils is installed).
@@ -407,6 +417,12 @@ impl Metrics {
         for k in labels(WARNING_KINDS, &g.warnings) {
             out.sample("eniroute_warnings", &[("kind", k)], count(&g.warnings, k));
         }
+        out.single(
+            "eniroute_enis_not_read",
+            "gauge",
+            "ENIs metadata lists with no link on this host, not read beyond the listing.",
+            self.not_read,
+        );
         out.single(
             "eniroute_standing_by",
             "gauge",
@@ -946,6 +962,7 @@ mod tests {
         let mut m = metrics();
         m.metadata_read(true);
         m.metadata_read(false);
+        m.listed_not_read(3000);
         let mut o = outcome();
         o.conflicts = vec![Warning::RuleAhead {
             eni: "eni-1".into(),
@@ -958,6 +975,7 @@ mod tests {
         }];
         m.reconciled(Instant::now(), SystemTime::now(), Ok(&o), 0);
         let text = m.render();
+        assert_eq!(sample(&text, "eniroute_enis_not_read"), "3000");
         assert!(text.ends_with('\n'));
         let mut typed: BTreeMap<String, String> = BTreeMap::new();
         let mut helped = BTreeSet::new();

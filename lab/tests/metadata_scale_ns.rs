@@ -81,7 +81,15 @@ fn thousands_of_listed_macs_cost_requests_only_for_the_linked_enis() {
     // The daemon: its first read is the same full read; the ENIs stay
     // routed.
     let cfg = std::env::temp_dir().join(format!("eniroute-scale-{}.toml", std::process::id()));
-    std::fs::write(&cfg, "[metadata]\nvolatile_refresh_secs = 1\n").unwrap();
+    let prom = std::env::temp_dir().join(format!("eniroute-scale-{}.prom", std::process::id()));
+    std::fs::write(
+        &cfg,
+        format!(
+            "[metadata]\nvolatile_refresh_secs = 1\n[metrics]\ntextfile = \"{}\"\n",
+            prom.display()
+        ),
+    )
+    .unwrap();
     let before = inst.sim.requests();
     let d = Daemon::start(bin(), &inst.ns, &inst.endpoint, Some(&cfg)).unwrap();
     let ready = wait_for(Duration::from_secs(20), || d.log().contains("ready: "));
@@ -94,6 +102,17 @@ fn thousands_of_listed_macs_cost_requests_only_for_the_linked_enis() {
         d.log()
     );
     assert!(reaches(&lab.admin, "10.0.2.21", 22, LONG).is_ok());
+    // The metric says how many were not read.
+    let counted = wait_for(Duration::from_secs(10), || {
+        std::fs::read_to_string(&prom)
+            .is_ok_and(|t| t.lines().any(|l| l == "eniroute_enis_not_read 3000"))
+    });
+    assert!(
+        counted.is_some(),
+        "{:?}\n{}",
+        std::fs::read_to_string(&prom),
+        d.log()
+    );
 
     // An ENI listed all along (a filler's neighbour in the listing) gets its
     // link: it is read then, and routed as soon as it is.
@@ -137,6 +156,7 @@ fn thousands_of_listed_macs_cost_requests_only_for_the_linked_enis() {
         routed.unwrap_or_default()
     );
     let _ = std::fs::remove_file(cfg);
+    let _ = std::fs::remove_file(prom);
 }
 
 #[test]

@@ -211,6 +211,9 @@ impl<K: Kernel> Daemon<K> {
                 }
                 Some(result) = self.results.recv() => {
                     self.metrics.metadata_read(result.is_ok());
+                    if let Ok(instance) = &result {
+                        self.metrics.listed_not_read(instance.unread.len());
+                    }
                     self.textfile.changed();
                     self.machine.handle(Instant::now(), Input::Metadata(result))
                 }
