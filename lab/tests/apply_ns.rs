@@ -82,22 +82,14 @@ fn containers_on_a_bridge_still_reach_the_primary_address() {
     let lab = world::management_network().unwrap();
     let inst = &lab.inst;
     // A docker0-style bridge with one container behind it.
-    inst.ns
-        .ip(["link", "add", "br0", "type", "bridge"])
-        .unwrap();
-    inst.ns
-        .ip(["addr", "add", "172.17.0.1/16", "dev", "br0"])
-        .unwrap();
-    inst.ns.ip(["link", "set", "br0", "up"]).unwrap();
+    ip(&inst.ns, "link add br0 type bridge");
+    ip(&inst.ns, "addr add 172.17.0.1/16 dev br0");
+    ip(&inst.ns, "link set br0 up");
     let ctr = Netns::create("ctr").unwrap();
     lab::veth(&ctr, "eth0", None, &inst.ns, "vethc").unwrap();
-    inst.ns
-        .ip(["link", "set", "vethc", "master", "br0"])
-        .unwrap();
-    ctr.ip(["addr", "add", "172.17.0.2/16", "dev", "eth0"])
-        .unwrap();
-    ctr.ip(["route", "add", "default", "via", "172.17.0.1"])
-        .unwrap();
+    ip(&inst.ns, "link set vethc master br0");
+    ip(&ctr, "addr add 172.17.0.2/16 dev eth0");
+    ip(&ctr, "route add default via 172.17.0.1");
     let _srv = server(&inst.ns, 8080);
     apply(&inst.ns, &inst.endpoint);
     let seen = reaches(&ctr, "10.0.1.10", 8080, LONG)
@@ -153,7 +145,7 @@ fn second_apply_writes_nothing_and_changes_nothing() {
     assert!(second.contains("netlink writes: 0 "), "{second}");
     assert!(second.contains("nothing to change"), "{second}");
     assert_eq!(dumps(&inst.ns), before);
-    let rules = inst.ns.ip(["rule"]).unwrap();
+    let rules = ip(&inst.ns, "rule");
     let mut lines: Vec<&str> = rules.lines().collect();
     let n = lines.len();
     lines.sort();
@@ -170,21 +162,11 @@ fn foreign_objects_survive_apply_and_cleanup_removes_only_ours() {
     let inst = &lab.inst;
     let other = Netns::create("other").unwrap();
     lab::veth(&inst.ns, "vfor", None, &other, "vpeer").unwrap();
-    inst.ns
-        .ip(["addr", "add", "192.168.50.1/24", "dev", "vfor"])
-        .unwrap();
-    inst.ns
-        .ip([
-            "rule",
-            "add",
-            "from",
-            "192.168.50.0/24",
-            "lookup",
-            "50",
-            "priority",
-            "500",
-        ])
-        .unwrap();
+    ip(&inst.ns, "addr add 192.168.50.1/24 dev vfor");
+    ip(
+        &inst.ns,
+        "rule add from 192.168.50.0/24 lookup 50 priority 500",
+    );
     let foreign = |ns: &Netns| {
         (
             ns.ip(["rule", "show", "priority", "500"]).unwrap(),
@@ -200,14 +182,14 @@ fn foreign_objects_survive_apply_and_cleanup_removes_only_ours() {
     let o = eniroute(&inst.ns, &inst.endpoint, &["cleanup"]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(foreign(&inst.ns), before, "cleanup touched foreign objects");
-    let rules = inst.ns.ip(["rule"]).unwrap();
+    let rules = ip(&inst.ns, "rule");
     assert!(
         !rules.contains("proto 233") && !rules.contains("1000"),
         "{rules}"
     );
-    let routes = inst.ns.ip(["route", "show", "table", "all"]).unwrap();
+    let routes = ip(&inst.ns, "route show table all");
     assert!(!routes.contains("proto 233"), "{routes}");
-    let eth1 = inst.ns.ip(["addr", "show", "dev", "eth1"]).unwrap();
+    let eth1 = ip(&inst.ns, "addr show dev eth1");
     assert!(
         !eth1.contains("10.0.2.2"),
         "added addresses left behind: {eth1}"
@@ -227,30 +209,11 @@ fn status_reports_rules_drift_and_conflicting_foreign_rules() {
     apply(&inst.ns, &inst.endpoint);
     // Someone deletes one of our rules and adds one that captures eth1's
     // secondary address before ours is consulted.
-    inst.ns
-        .ip([
-            "rule",
-            "del",
-            "from",
-            "10.0.2.20",
-            "lookup",
-            "10001",
-            "priority",
-            "10001",
-        ])
-        .unwrap();
-    inst.ns
-        .ip([
-            "rule",
-            "add",
-            "from",
-            "10.0.2.21",
-            "lookup",
-            "50",
-            "priority",
-            "100",
-        ])
-        .unwrap();
+    ip(
+        &inst.ns,
+        "rule del from 10.0.2.20 lookup 10001 priority 10001",
+    );
+    ip(&inst.ns, "rule add from 10.0.2.21 lookup 50 priority 100");
     let o = eniroute(&inst.ns, &inst.endpoint, &["status"]);
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
@@ -338,16 +301,6 @@ fn ipv6_address_answers_through_its_own_eni() {
 
     // The rule is what carries the reply: main has no IPv6 route to the
     // admin range on this instance.
-    inst.ns
-        .ip([
-            "-6",
-            "rule",
-            "del",
-            "from",
-            "2001:db8:2::20",
-            "lookup",
-            "10001",
-        ])
-        .unwrap();
+    ip(&inst.ns, "-6 rule del from 2001:db8:2::20 lookup 10001");
     assert!(reaches(&lab.admin, "2001:db8:2::20", 2222, SHORT).is_err());
 }

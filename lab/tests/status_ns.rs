@@ -103,18 +103,10 @@ fn a_deleted_rule_is_drift_exit_3() {
     let lab = world::management_network().unwrap();
     let inst = &lab.inst;
     apply(&inst.ns, &inst.endpoint);
-    inst.ns
-        .ip([
-            "rule",
-            "del",
-            "from",
-            "10.0.2.20",
-            "lookup",
-            "10001",
-            "priority",
-            "10001",
-        ])
-        .unwrap();
+    ip(
+        &inst.ns,
+        "rule del from 10.0.2.20 lookup 10001 priority 10001",
+    );
     let o = eniroute(&inst.ns, &inst.endpoint, &["status"]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     let out = stdout(&o);
@@ -144,18 +136,7 @@ fn a_foreign_rule_ahead_of_an_eni_is_a_conflict_exit_4_and_outranks_drift() {
     let lab = world::management_network().unwrap();
     let inst = &lab.inst;
     apply(&inst.ns, &inst.endpoint);
-    inst.ns
-        .ip([
-            "rule",
-            "add",
-            "from",
-            "10.0.2.21",
-            "lookup",
-            "main",
-            "priority",
-            "100",
-        ])
-        .unwrap();
+    ip(&inst.ns, "rule add from 10.0.2.21 lookup main priority 100");
     // The foreign rule does take the address's traffic.
     assert_eq!(dev_for(&inst.ns, "10.9.0.5", Some("10.0.2.21")), "eth0");
     let o = eniroute(&inst.ns, &inst.endpoint, &["status"]);
@@ -173,18 +154,10 @@ fn a_foreign_rule_ahead_of_an_eni_is_a_conflict_exit_4_and_outranks_drift() {
     );
 
     // Drift as well: the conflict decides the exit code.
-    inst.ns
-        .ip([
-            "rule",
-            "del",
-            "from",
-            "10.0.2.20",
-            "lookup",
-            "10001",
-            "priority",
-            "10001",
-        ])
-        .unwrap();
+    ip(
+        &inst.ns,
+        "rule del from 10.0.2.20 lookup 10001 priority 10001",
+    );
     let o = eniroute(&inst.ns, &inst.endpoint, &["status"]);
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     assert!(stdout(&o).contains("pending changes"), "{}", text(&o));
@@ -383,18 +356,7 @@ fn without_metadata_status_still_names_the_pod_agents_it_finds() {
     let inst = &lab.inst;
     apply(&inst.ns, &inst.endpoint);
     // The VPC CNI's rule for the way to a pod.
-    inst.ns
-        .ip([
-            "rule",
-            "add",
-            "to",
-            "10.0.1.11",
-            "lookup",
-            "main",
-            "priority",
-            "512",
-        ])
-        .unwrap();
+    ip(&inst.ns, "rule add to 10.0.1.11 lookup main priority 512");
     inst.sim.set_fault(None, Some(Fault::Status(500)));
     let o = eniroute(&inst.ns, &inst.endpoint, &["status"]);
     assert_eq!(o.status.code(), Some(5), "{}", text(&o));

@@ -74,6 +74,14 @@ pub fn dev_for(ns: &Netns, dst: &str, from: Option<&str>) -> String {
     lab::route_get(ns, dst, from).expect("ip route get").dev
 }
 
+/// Runs one `ip` command in `ns`, written as on the command line
+/// (`"rule del from 10.0.2.20 lookup 10001 priority 10001"`); a failure
+/// names the command.
+pub fn ip(ns: &Netns, line: &str) -> String {
+    ns.ip(line.split_whitespace())
+        .unwrap_or_else(|e| panic!("ip {line}: {e}"))
+}
+
 /// Every rule and every route of the namespace, as `ip` prints them.
 pub fn dumps(ns: &Netns) -> String {
     let mut out = String::new();
