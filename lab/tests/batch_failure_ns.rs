@@ -143,18 +143,11 @@ fn refusals_mid_batch_are_each_reported_against_their_own_object() {
     }
     // Its IPv6 rules would send traffic to a table without its IPv6
     // routes: held back, each named.
-    let held: BTreeSet<String> = r
-        .errors
-        .iter()
-        .filter(|e| e.contains("not done: a route of its table failed"))
-        .filter_map(|e| {
-            e.split("+ rule -6 from ")
-                .nth(1)?
-                .split(' ')
-                .next()
-                .map(str::to_string)
-        })
-        .collect();
+    let held: BTreeSet<String> = sources_in(
+        &r.errors,
+        "not done: a route of its table failed",
+        "+ rule -6 from ",
+    );
     assert_eq!(held, want, "{}", r.all);
     assert_eq!(
         r.errors.len(),
@@ -290,31 +283,13 @@ fn an_eni_whose_new_table_is_refused_keeps_routing_through_its_old_one() {
     // Each source rule of the ENI: the move held back, the old rule kept,
     // both said.
     let sources = expected_v4_sources(BAD);
-    let held: BTreeSet<String> = r
-        .errors
-        .iter()
-        .filter(|e| e.contains("not done: a route of its table failed"))
-        .filter_map(|e| {
-            e.split("+ rule from ")
-                .nth(1)?
-                .split(' ')
-                .next()
-                .map(str::to_string)
-        })
-        .collect();
+    let held: BTreeSet<String> = sources_in(
+        &r.errors,
+        "not done: a route of its table failed",
+        "+ rule from ",
+    );
     assert_eq!(held, sources, "{:#?}", r.errors);
-    let kept: BTreeSet<String> = r
-        .errors
-        .iter()
-        .filter(|e| e.contains("not done, kept in place"))
-        .filter_map(|e| {
-            e.split("- rule from ")
-                .nth(1)?
-                .split(' ')
-                .next()
-                .map(str::to_string)
-        })
-        .collect();
+    let kept: BTreeSet<String> = sources_in(&r.errors, "not done, kept in place", "- rule from ");
     assert_eq!(kept, sources, "{:#?}", r.errors);
 
     // The kernel: the ENI's sources still look up the old table, which
@@ -376,4 +351,14 @@ fn an_eni_whose_new_table_is_refused_keeps_routing_through_its_old_one() {
         "{}",
         got.raw
     );
+}
+
+/// The source addresses of the rules named in the errors that say `why`,
+/// each written after `head` (`"+ rule from "`).
+fn sources_in(errors: &[String], why: &str, head: &str) -> BTreeSet<String> {
+    errors
+        .iter()
+        .filter(|e| e.contains(why))
+        .filter_map(|e| e.split(head).nth(1)?.split(' ').next().map(str::to_string))
+        .collect()
 }
