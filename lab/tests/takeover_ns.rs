@@ -73,20 +73,29 @@ impl Drop for Named {
     }
 }
 
-/// Who answers at `ip:80` from the client, if anyone (within 300 ms).
+/// Who answers at `ip:80` from the client, if anyone within 2 s. The first
+/// answer counts; only a connection that fails is tried again, because the
+/// first one to a freshly moved address may wait on neighbour discovery
+/// (IPv6) longer than one attempt's 300 ms on a busy machine.
 fn who(client: &Client, ip: &str) -> Option<String> {
     let dst = SocketAddr::new(ip.parse::<IpAddr>().unwrap(), 80);
-    client
-        .run_in(move || {
-            let mut s =
-                std::net::TcpStream::connect_timeout(&dst, Duration::from_millis(300)).ok()?;
-            s.set_read_timeout(Some(Duration::from_millis(300))).ok()?;
-            let mut out = String::new();
-            s.read_to_string(&mut out).ok()?;
-            Some(out.trim().to_string())
-        })
-        .ok()
-        .flatten()
+    let once = move || -> Option<String> {
+        let mut s = std::net::TcpStream::connect_timeout(&dst, Duration::from_millis(300)).ok()?;
+        s.set_read_timeout(Some(Duration::from_millis(300))).ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out.trim().to_string())
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        if let Some(name) = client.run_in(once).ok().flatten() {
+            return Some(name);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// One EC2 lab at a time: each runs a moto server, and several starting
