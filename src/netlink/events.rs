@@ -243,18 +243,8 @@ const DRAIN_LIMIT: usize = 1 << 16;
 /// skipped: one odd notification must not stop the daemon from hearing the
 /// next.
 fn parse_datagram(data: &[u8], concern: &Concern, out: &mut VecDeque<Change>) {
-    let mut offset = 0;
-    while let Some(rest) = data.get(offset..) {
-        let Ok(buffer) = NetlinkBuffer::new_checked(rest) else {
-            break;
-        };
-        let len = buffer.length() as usize;
-        let Some(bytes) = rest.get(..len) else {
-            break;
-        };
-        // Messages in a datagram are 4-byte aligned; len is at least a
-        // header long, so this always advances.
-        offset += (len + 3) & !3;
+    for bytes in frames(data) {
+        let buffer = NetlinkBuffer::new(bytes);
         let kind = buffer.message_type();
         if (kind == RTM_NEWROUTE || kind == RTM_DELROUTE)
             && !route_of_concern(buffer.payload(), concern)
@@ -273,6 +263,22 @@ fn parse_datagram(data: &[u8], concern: &Concern, out: &mut VecDeque<Change>) {
             Err(e) => tracing::debug!("skipping a notification that does not parse: {e}"),
         }
     }
+}
+
+/// The messages of one netlink datagram (an event or a dump answer), each
+/// exactly its own bytes. A message whose header does not fit ends the walk:
+/// nothing after it can be framed.
+pub(crate) fn frames(data: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut offset = 0;
+    std::iter::from_fn(move || {
+        let rest = data.get(offset..)?;
+        let len = NetlinkBuffer::new_checked(rest).ok()?.length() as usize;
+        let bytes = rest.get(..len)?;
+        // Messages in a datagram are 4-byte aligned; len is at least a
+        // header long, so this always advances.
+        offset += (len + 3) & !3;
+        Some(bytes)
+    })
 }
 
 /// `struct rtmsg` from `<linux/rtnetlink.h>`: family, dst_len, src_len,

@@ -22,7 +22,7 @@ use netlink_sys::protocols::NETLINK_ROUTE;
 use netlink_sys::{AsyncSocket, AsyncSocketExt, SocketAddr, TokioSocket};
 use nix::libc::RTM_NEWROUTE;
 
-use crate::netlink::events::route_of_concern;
+use crate::netlink::events::{frames, route_of_concern};
 use crate::netlink::request::{error, io_error, kernel_error, DUMP_ATTEMPTS};
 use crate::netlink::view::Concern;
 use crate::netlink::{msg, NetlinkError};
@@ -76,16 +76,8 @@ async fn receive(
         if from.port_number() != 0 {
             continue;
         }
-        let mut offset = 0;
-        while let Some(rest) = data.get(offset..) {
-            let Ok(buffer) = NetlinkBuffer::new_checked(rest) else {
-                break;
-            };
-            let len = buffer.length() as usize;
-            let Some(bytes) = rest.get(..len) else {
-                break;
-            };
-            offset += (len + 3) & !3;
+        for bytes in frames(&data) {
+            let buffer = NetlinkBuffer::new(bytes);
             interrupted |= buffer.flags() & NLM_F_DUMP_INTR != 0;
             if buffer.message_type() == RTM_NEWROUTE && !route_of_concern(buffer.payload(), concern)
             {
